@@ -35,7 +35,7 @@ setuptools.setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-xdist>=3"],
         "parity": ["torch", "transformers>=4.40", "peft>=0.10"],
     },
 )

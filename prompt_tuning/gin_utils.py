@@ -1,0 +1,109 @@
+"""T5X-style command lines for the jobs: --gin_file, --gin.NAME=VALUE, --gin_search_paths.
+
+Gin file names resolve against the user's search paths first, then the gin_configs/ folder
+installed with this package, so `--gin_file=models/t5_1_1_base_prompt.gin` works anywhere.
+"""
+
+import ast
+import importlib.resources
+import os
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+import gin
+from absl import app, flags, logging
+
+flags.DEFINE_multi_string("gin_file", [], "Gin file, relative to the search paths; repeatable.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin binding 'NAME = VALUE'; repeatable.")
+flags.DEFINE_list("gin_search_paths", [], "Extra folders to look for gin files in.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: the coordinator's host:port.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: how many processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+flags.DEFINE_string("cpu_collectives", None, "Multi-host on CPU: 'gloo'.")
+
+FLAGS = flags.FLAGS
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding that cannot be used."""
+
+
+def gin_root() -> str:
+  return str(importlib.resources.files("prompt_tuning.gin_configs"))
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE`, quoting bare strings.
+
+  T5X makes users quote strings in the shell (`--gin.MODEL_DIR=\\"/tmp/x\\"`); a value that is
+  no Python literal, macro or reference is taken as a string here instead.
+  """
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin.") and "=" in arg:
+      name, value = arg[len("--gin."):].split("=", 1)
+      out.append(f"--gin_bindings={name} = {_as_gin_value(value)}")
+    else:
+      out.append(arg)
+  return out
+
+
+def _as_gin_value(value: str) -> str:
+  if value.startswith(("%", "@")):
+    return value
+  try:
+    ast.literal_eval(value)
+    return value
+  except (ValueError, SyntaxError):
+    return repr(value)
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str],
+          search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files then bindings; any problem becomes one GinConfigError with its source."""
+  for path in [*search_paths, gin_root()]:
+    gin.add_config_file_search_path(path)
+  if not gin_files:
+    raise GinConfigError("No --gin_file given; start from e.g. --gin_file=models/"
+                         "t5_1_1_tiny_prompt.gin --gin_file=runs/prompt_finetune.gin.")
+  for name in gin_files:
+    if not _findable(name, [*search_paths, gin_root()]):
+      raise GinConfigError(f"--gin_file={name} was not found in {[*search_paths, gin_root()]}; "
+                           "names are relative to gin_configs/ (e.g. runs/prompt_finetune.gin).")
+  try:
+    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+  except Exception as e:  # gin raises many kinds; its message already names the file and line
+    raise GinConfigError(f"Gin configuration error: {e}") from None
+
+
+def _findable(name: str, roots: Sequence[str]) -> bool:
+  return os.path.exists(name) or any(os.path.exists(os.path.join(r, name)) for r in roots)
+
+
+def call_configured(fn: Callable[[], Any], example_run_file: str) -> Any:
+  """Calls `fn` with its gin bindings (dynamic registration binds, it does not patch)."""
+  try:
+    configured = gin.get_configurable(fn)
+  except ValueError:
+    raise GinConfigError(f"No gin file configures {fn.__module__}.{fn.__name__}; add e.g. "
+                         f"--gin_file={example_run_file}.") from None
+  result = configured()
+  logging.info("Operative gin config:\n%s", gin.operative_config_str())
+  return result
+
+
+def run(main: Callable[[], None]) -> None:
+  """absl entry point: rewrite --gin.X flags, start multi-host if asked, parse gin, call main."""
+  def _main(argv):
+    del argv
+    from prompt_tuning import partitioning  # after flags: keeps `--help` fast
+    partitioning.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id, FLAGS.cpu_collectives)
+    try:
+      parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+      main()
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, not a trace
+      logging.vlog(1, "Traceback:\n%s", traceback.format_exc())
+      sys.exit(f"error: {e}\n(--verbosity=1 shows the traceback)")
+  app.run(_main, argv=rewrite_gin_args(sys.argv))

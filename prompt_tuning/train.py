@@ -1,0 +1,216 @@
+"""The training job: `python -m prompt_tuning.train --gin_file=... --gin.NAME=VALUE ...`.
+
+One step, as data: a host batch becomes a global batch over the mesh axis 'data'; the loss of
+the merged (trainable, frozen) tree is differentiated with respect to the trainable leaves
+only; the optimizer updates them. Every CHECKPOINT_PERIOD steps (and at the end) the
+trainable leaves, optimizer state and step are saved, and the prompt is exported as
+`{MODEL_DIR}/prompts/step_{STEP}.npy`. Restarting the same command resumes exactly.
+"""
+
+import functools
+import itertools
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from prompt_tuning import gin_utils, job_utils, optim, partitioning
+from prompt_tuning.checkpoints import job as job_ckpt
+from prompt_tuning.checkpoints import prompts_io
+from prompt_tuning.data import features
+
+
+class NonFiniteLossError(ValueError):
+  """The loss became NaN or infinite; the last good checkpoint is still the latest."""
+
+
+def train_step(model: Any, optimizer: optax.GradientTransformation, state: dict, frozen: Any,
+               batch: dict, dropout_seed: jax.Array) -> tuple[dict, dict]:
+  """state {'step', 'trainable', 'opt_state'} -> (new state, metrics). Frozen leaves are
+  closed over, so no gradient of theirs is ever computed or held."""
+  rng = jax.random.fold_in(dropout_seed, state["step"])
+
+  def loss_fn(trainable):
+    return model.loss(optim.merge(trainable, frozen), batch, dropout_rng=rng)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
+  new_state = {"step": state["step"] + 1,
+               "trainable": optax.apply_updates(state["trainable"], updates),
+               "opt_state": opt_state}
+  metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+  learning_rate = optim.learning_rate(opt_state)
+  if learning_rate is not None:
+    metrics["learning_rate"] = learning_rate
+  return new_state, metrics
+
+
+def run_config(model: Any, trainable_regex: str) -> dict:
+  """What a MODEL_DIR is bound to; a restart with other values is refused."""
+  cfg = model.config
+  return {"model": {k: getattr(cfg, k) for k in (
+              "vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim",
+              "num_encoder_layers", "num_decoder_layers")},
+          "model_class": type(model).__name__,
+          "prompt_length": getattr(model, "prompt_length", None),
+          "trainable_regex": trainable_regex}
+
+
+def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
+          mixture_or_task_name: str, task_feature_lengths: dict[str, int], train_steps: int,
+          batch_size: int, optimizer: optax.GradientTransformation, checkpoint_period: int,
+          eval_period: int | None = None, num_partitions: int = 1,
+          trainable_regex: str = optim.PROMPT_REGEX, random_seed: int = 0,
+          shuffle: bool = True, log_period: int = 10, keep_checkpoints: int | None = None,
+          evaluator: Any = None, rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict:
+  """Trains `model`'s trainable leaves; returns the final step's metrics (host floats)."""
+  _check_positive(TRAIN_STEPS=train_steps, BATCH_SIZE=batch_size,
+                  CHECKPOINT_PERIOD=checkpoint_period)
+  if model_dir is None:
+    raise ValueError("MODEL_DIR is not set; pass --gin.MODEL_DIR=/path/for/this/run.")
+  mesh = partitioning.make_mesh(num_partitions)
+  partitioning.check_batch_size(batch_size, mesh)
+  job_ckpt.check_run_config(model_dir, run_config(model, trainable_regex))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    rng = jax.random.PRNGKey(random_seed)
+    params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng)
+    trainable, frozen = optim.partition(params, trainable_regex)
+    del params
+    state = _initial_state(optimizer, trainable)
+    mgr = job_ckpt.manager(model_dir, keep_checkpoints)
+    state = _restore(mgr, state, batch_size)
+    first = int(job_utils.to_host(state["step"]))
+    logging.info("Training %s from step %d to %d; trainable: %s.", type(model).__name__,
+                 first, train_steps, optim.trainable_paths(optim.merge(trainable, {}), ".*"))
+    batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
+                       random_seed, skip=first)
+    step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
+    loop = _Loop(model, model_dir, mgr, batch_size, train_steps, log_period)
+    dropout_seed = jax.random.fold_in(rng, 1)
+    for step in range(first + 1, train_steps + 1):
+      batch = partitioning.global_batch(next(batches), mesh)
+      state, metrics = step_fn(state, frozen, batch, dropout_seed)
+      loop.after_step(step, state, metrics, checkpoint=step % checkpoint_period == 0)
+      if evaluator is not None and eval_period and step % eval_period == 0:
+        loop.evaluate(step, functools.partial(evaluator, mesh=mesh),
+                      optim.merge(state["trainable"], frozen))
+    return loop.finish(state)
+
+
+def _check_positive(**values) -> None:
+  for name, value in values.items():
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def _initial_state(optimizer, trainable) -> dict:
+  return {"step": jnp.zeros((), jnp.int32), "trainable": trainable,
+          "opt_state": jax.jit(optimizer.init)(trainable)}
+
+
+def _restore(mgr, state, batch_size) -> dict:
+  """The latest checkpoint's state if there is one, else `state` as it is."""
+  restored = job_ckpt.restore_latest(mgr, state)
+  if restored is None:
+    return state
+  state, meta = restored
+  if meta["batch_size"] != batch_size:
+    raise job_ckpt.RunMismatchError(
+        f"BATCH_SIZE={batch_size} but the checkpoint at step {meta['step']} was trained with "
+        f"{meta['batch_size']}; resume with the same BATCH_SIZE.")
+  logging.info("Resuming from the checkpoint at step %d.", meta["step"])
+  return state
+
+
+def _batches(task, lengths, batch_size, shuffle, seed, skip):
+  """This process's slice of each global batch, after the `skip` batches already trained."""
+  batches = features.get_batches(
+      task, "train", lengths, batch_size // jax.process_count(), shuffle=shuffle, seed=seed,
+      num_epochs=None, shard_index=jax.process_index(), num_shards=jax.process_count())
+  return itertools.islice(batches, skip, None)
+
+
+class _Loop:
+  """Logging, non-finite checks, checkpoints and prompt export around the step function."""
+
+  def __init__(self, model, model_dir, mgr, batch_size, train_steps, log_period):
+    self.model, self.model_dir, self.mgr = model, model_dir, mgr
+    self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
+    self.summaries = job_utils.Summaries(model_dir, "train")
+    self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
+    self.last_saved = None
+    self.clock = (time.time(), None)
+
+  def after_step(self, step, state, metrics, checkpoint):
+    if self.pending:
+      self._check(*self.pending)
+    self.pending = (step, metrics)
+    if step % self.log_period == 0 or step == self.train_steps:
+      self._log(step, metrics)
+    if checkpoint or step == self.train_steps:
+      self._check(step, metrics)
+      self._save(step, state)
+
+  def _check(self, step, metrics):
+    loss = float(job_utils.to_host(metrics["loss"]))
+    if not math.isfinite(loss):
+      raise NonFiniteLossError(
+          f"The loss is {loss} at step {step}; stopping. The latest checkpoint "
+          f"(step {self.last_saved or self.mgr.latest_step()}) is the last good one. Lower "
+          "LEARNING_RATE or check the data.")
+
+  def _log(self, step, metrics):
+    host = {k: float(job_utils.to_host(v)) for k, v in metrics.items()}
+    start, first_step = self.clock
+    now = time.time()
+    if first_step is None:  # the first interval includes compilation; time from here on
+      self.clock = (now, step)
+      rate = float("nan")
+    else:
+      rate = (step - first_step) * self.batch_size / max(now - start, 1e-9)
+    eta = (self.train_steps - step) * self.batch_size / rate if rate == rate and rate else 0
+    logging.info("step %d  loss %.4f  %.1f examples/s  ETA %.0fs", step, host["loss"], rate,
+                 eta)
+    if rate == rate:  # not NaN
+      host["examples_per_second"] = rate
+    self.summaries.scalars(step, host)
+
+  def _save(self, step, state):
+    meta = {"step": step, "batches_consumed": step, "batch_size": self.batch_size}
+    job_ckpt.save(self.mgr, state, meta)
+    prompt = state["trainable"].get("prompt", {}).get("prompt")
+    if prompt is not None:
+      array = job_utils.to_host(prompt)
+      if jax.process_index() == 0:
+        prompts_io.save_prompt(os.path.join(self.model_dir, "prompts", f"step_{step}.npy"),
+                               array)
+    self.last_saved = step
+    logging.info("Saved checkpoint at step %d.", step)
+
+  def evaluate(self, step, evaluator, params):
+    metrics = evaluator(params)
+    logging.info("eval at step %d: %s", step, metrics)
+    job_utils.Summaries(self.model_dir, "eval").scalars(step, metrics)
+
+  def finish(self, state):
+    if self.pending:
+      self._check(*self.pending)
+    return {"step": int(job_utils.to_host(state["step"]))}
+
+
+def main() -> None:
+  gin_utils.call_configured(train, "runs/prompt_finetune.gin")
+
+
+if __name__ == "__main__":
+  # Run through the package's module, not __main__, so gin's bindings (made on
+  # `prompt_tuning.train.train`) apply to the function called.
+  from prompt_tuning import train as train_module
+  gin_utils.run(train_module.main)

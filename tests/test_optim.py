@@ -1,0 +1,58 @@
+"""What trains: the regex split, its inverse, and optimizer state only for trainable leaves."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prompt_tuning import optim
+
+
+def _params():
+  return {"prompt": {"prompt": jnp.ones((5, 4))},
+          "token_embedder": {"embedding": jnp.ones((11, 4))},
+          "encoder": {"layers_0": {"mlp": {"wi": {"kernel": jnp.ones((4, 8))}}}}}
+
+
+def test_partition_by_prompt_regex_and_merge_round_trip():
+  params = _params()
+  trainable, frozen = optim.partition(params, optim.PROMPT_REGEX)
+  assert list(trainable) == ["prompt"]
+  assert set(frozen) == {"token_embedder", "encoder"}
+  merged = optim.merge(trainable, frozen)
+  assert jax.tree.structure(merged) == jax.tree.structure(params)
+
+
+def test_model_tuning_regex_trains_everything():
+  trainable, frozen = optim.partition(_params(), optim.ALL_REGEX)
+  assert frozen == {}
+  assert len(jax.tree.leaves(trainable)) == 3
+
+
+def test_regex_errors_name_the_value():
+  with pytest.raises(ValueError, match=r"PROMPT_REGEX='\['"):
+    optim.partition(_params(), "[")
+  with pytest.raises(ValueError, match="matches no parameter"):
+    optim.partition(_params(), "nothing/.*")
+
+
+@pytest.mark.parametrize("make", [optim.adafactor, optim.adam])
+def test_optimizer_state_covers_only_trainable_leaves(make):
+  trainable, _ = optim.partition(_params(), optim.PROMPT_REGEX)
+  state = make().init(trainable)
+  sizes = [x.size for x in jax.tree.leaves(state)]
+  # Every slot is sized by the [5, 4] prompt (or a scalar count/hyperparameter), never by
+  # the frozen [11, 4] embedding or [4, 8] kernel.
+  assert max(sizes) == 20
+  assert sum(sizes) <= 2 * 20 + 16
+  assert float(optim.learning_rate(state)) == pytest.approx(
+      0.3 if make is optim.adafactor else 1e-4)
+
+
+def test_adafactor_step_moves_only_what_it_is_given():
+  trainable, frozen = optim.partition(_params(), optim.PROMPT_REGEX)
+  opt = optim.adafactor()
+  grads = jax.tree.map(jnp.ones_like, trainable)
+  updates, _ = opt.update(grads, opt.init(trainable), trainable)
+  # Constant rate 0.3, no parameter scaling, RMS-clipped: |update| = 0.3 (plus decay 1e-5*0.3).
+  np.testing.assert_allclose(np.abs(updates["prompt"]["prompt"]), 0.3 * (1 + 1e-5), rtol=1e-4)
