@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_python
+from subprocess_helpers import run_python
 from prompt_tuning import partitioning
 
 

@@ -1,0 +1,123 @@
+"""Pieces shared by the checkpoint readers: the error type, lazy arrays, paths and flat trees.
+
+A reader turns a checkpoint into a flat dict `{'encoder/layers_0/mlp/wo/kernel': LazyArray}`
+without reading array data, so the loader can check every key and shape first and then read
+each array whole (numpy) or slice by slice into its sharded placement.
+"""
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+Index = tuple[slice, ...]
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be read into the requested parameter tree."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyArray:
+  """One array of a checkpoint, not yet read.
+
+  `read(index)` returns `array[index]` as float32 numpy, where `index` is a tuple of slices
+  (one per dimension, as `jax.make_array_from_callback` passes them).
+  """
+  shape: tuple[int, ...]
+  read: Callable[[Index], np.ndarray]
+  source: str  # where it lives, for error messages
+
+  def read_all(self) -> np.ndarray:
+    return self.read(tuple(slice(None) for _ in self.shape))
+
+
+def from_numpy(array: Any, source: str) -> LazyArray:
+  """Wraps an in-memory array (numpy, jax) as a LazyArray."""
+  return LazyArray(tuple(array.shape), lambda index: np.asarray(array[index], np.float32),
+                   source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths: local directories and gs://bucket/dir, the latter through TensorStore's gcs kvstore.
+
+_GCS = re.compile(r"^gs://([^/]+)/?(.*)$")
+
+
+def is_gcs(path: str) -> bool:
+  return path.startswith("gs://")
+
+
+def join(directory: str, name: str) -> str:
+  """`directory/name`; `name` if it is already absolute (as os.path.join, for gs:// too)."""
+  if os.path.isabs(name) or is_gcs(name):
+    return name
+  return directory.rstrip("/") + "/" + name
+
+
+def kvstore_spec(path: str) -> dict[str, Any]:
+  """TensorStore kvstore spec of a directory: 'gcs' (bucket, path) for gs://, else 'file'."""
+  match = _GCS.match(path)
+  if match:
+    bucket, prefix = match.groups()
+    return {"driver": "gcs", "bucket": bucket, "path": prefix.rstrip("/") + "/" if prefix else ""}
+  return {"driver": "file", "path": os.path.abspath(path) + "/"}
+
+
+def _gcs_read(path: str, probe: bool):
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  directory, name = path.rstrip("/").rsplit("/", 1)
+  store = ts.KvStore.open(kvstore_spec(directory)).result()
+  return store.read(name, byte_range=slice(0, 0) if probe else None).result()
+
+
+def file_exists(path: str) -> bool:
+  """Whether a file exists (local or gs://)."""
+  if is_gcs(path):
+    return _gcs_read(path, probe=True).state == "value"
+  return os.path.isfile(path)
+
+
+def read_bytes(path: str) -> bytes:
+  """The contents of a file (local or gs://); FileNotFoundError naming it if absent."""
+  if not is_gcs(path):
+    with open(path, "rb") as f:
+      return f.read()
+  result = _gcs_read(path, probe=False)
+  if result.state != "value":
+    raise FileNotFoundError(f"No file at {path!r}.")
+  return result.value
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees: nested dicts <-> flat dicts keyed by '/'-joined paths.
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': x}} -> {'a/b': x}; any non-mapping is a leaf."""
+  flat = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, path + "/"))
+    else:
+      flat[path] = value
+  return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """{'a/b': x} -> {'a': {'b': x}}."""
+  tree: dict[str, Any] = {}
+  for path, value in flat.items():
+    *parents, leaf = path.split("/")
+    node = tree
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def shape_str(shape) -> str:
+  return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -1,0 +1,145 @@
+"""Hugging Face T5 checkpoints: logits parity with transformers, configs, names, dtypes."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import checkpoint_helpers as helpers
+from checkpoint_helpers import hf_models  # noqa: F401 (fixtures)
+from prompt_tuning.checkpoints import huggingface, loading
+from prompt_tuning.checkpoints.base import CheckpointError
+from prompt_tuning.t5 import config as t5_config
+from prompt_tuning.t5 import network
+
+
+def _logits(directory, config):
+  params = loading.load_params(directory, config)
+  return np.asarray(network.Transformer(config).apply(
+      {"params": params}, jnp.asarray(helpers.ENCODER_TOKENS),
+      jnp.asarray(helpers.DECODER_TOKENS)))
+
+
+@pytest.mark.parametrize("name", ["relu", "gated", "gated_tied", "sharded"])
+def test_logits_match_transformers(hf_models, name):
+  """T5 1.0 (relu, tied, scaled); T5 1.1 (gated-gelu) with its own lm_head, or tied and
+  unscaled as transformers>=5 saves it; and a sharded safetensors checkpoint."""
+  directory, model = hf_models[name]
+  config = huggingface.config_from_hf(directory)
+  assert config.logits_via_embedding == (name == "relu")
+  assert config.mlp_activations == (("relu",) if name == "relu" else ("gelu", "linear"))
+  np.testing.assert_allclose(_logits(directory, config), helpers.hf_logits(model),
+                             atol=1e-4, rtol=1e-5)
+
+
+def test_sharded_checkpoint_has_several_files(hf_models):
+  directory, _ = hf_models["sharded"]
+  index = helpers.read_json(directory / huggingface.INDEX_FILE)
+  assert len(set(index["weight_map"].values())) > 1
+
+
+def test_weights_are_transposed_and_named(hf_models):
+  directory, model = hf_models["gated"]
+  params = loading.load_params(directory, huggingface.config_from_hf(directory))
+  torch_params = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  np.testing.assert_array_equal(params["decoder"]["relpos_bias"]["rel_embedding"], torch_params[
+      "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].T)
+  np.testing.assert_array_equal(
+      params["decoder"]["layers_1"]["encoder_decoder_attention"]["out"]["kernel"],
+      torch_params["decoder.block.1.layer.1.EncDecAttention.o.weight"].T)
+  np.testing.assert_array_equal(params["decoder"]["logits_dense"]["kernel"],
+                                torch_params["lm_head.weight"].T)
+  np.testing.assert_array_equal(params["token_embedder"]["embedding"],
+                                torch_params["shared.weight"])
+
+
+@pytest.mark.parametrize("hf_name,expected", [
+    ("shared.weight", ("token_embedder/embedding", False)),
+    ("encoder.block.3.layer.0.SelfAttention.k.weight",
+     ("encoder/layers_3/attention/key/kernel", True)),
+    ("decoder.block.2.layer.1.layer_norm.weight",
+     ("decoder/layers_2/pre_cross_attention_layer_norm/scale", False)),
+    ("decoder.block.0.layer.2.DenseReluDense.wi.weight", ("decoder/layers_0/mlp/wi/kernel", True)),
+    ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+     ("encoder/relpos_bias/rel_embedding", True)),
+    ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", None),
+    ("encoder.embed_tokens.weight", None),
+    # UMT5 has one bias per layer: no T5X name, so the tree check reports it unexpected.
+    ("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight",
+     ("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight", False)),
+])
+def test_t5x_key(hf_name, expected):
+  assert huggingface.t5x_key(hf_name) == expected
+
+
+# Abridged config.json files of public checkpoints, as transformers 4 wrote them.
+_HUB_CONFIGS = {
+    "t5_1_0_small": {"d_ff": 2048, "d_kv": 64, "d_model": 512, "num_heads": 8, "num_layers": 6,
+                     "vocab_size": 32128, "model_type": "t5", "dropout_rate": 0.1},
+    "t5_1_1_small": {"d_ff": 1024, "d_kv": 64, "d_model": 512, "num_heads": 6, "num_layers": 8,
+                     "num_decoder_layers": 8, "feed_forward_proj": "gated-gelu",
+                     "tie_word_embeddings": False, "vocab_size": 32128, "model_type": "t5",
+                     "relative_attention_max_distance": 128, "dropout_rate": 0.1},
+    "mt5_small": {"d_ff": 1024, "d_kv": 64, "d_model": 512, "num_heads": 6, "num_layers": 8,
+                  "num_decoder_layers": 8, "feed_forward_proj": "gated-gelu",
+                  "tie_word_embeddings": False, "vocab_size": 250112, "model_type": "mt5",
+                  "dropout_rate": 0.1},
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HUB_CONFIGS))
+def test_config_from_hub_configs(tmp_path, name):
+  (tmp_path / "config.json").write_text(json.dumps(_HUB_CONFIGS[name]))
+  assert huggingface.config_from_hf(tmp_path, dropout_rate=0.0) == t5_config.get_config(name)
+  assert huggingface.config_from_hf(tmp_path / "config.json").dropout_rate == 0.1
+
+
+def test_config_from_hf_rejects_other_models(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "umt5"}))
+  with pytest.raises(CheckpointError, match="umt5"):
+    huggingface.config_from_hf(tmp_path)
+  (tmp_path / "config.json").write_text(json.dumps({"feed_forward_proj": "gelu"}))
+  with pytest.raises(CheckpointError, match="'gelu'"):
+    huggingface.config_from_hf(tmp_path)
+
+
+def test_bfloat16_weights(tmp_path):
+  torch = pytest.importorskip("torch")
+  model = helpers.hf_model("gated", 100).to(torch.bfloat16)
+  model.save_pretrained(tmp_path)
+  tensors = huggingface.read_safetensors(tmp_path / huggingface.WEIGHTS_FILE)
+  assert tensors["shared.weight"].dtype.name == "bfloat16"
+  params = loading.load_params(tmp_path, huggingface.config_from_hf(tmp_path))
+  kernel = params["encoder"]["layers_0"]["mlp"]["wi_1"]["kernel"]
+  assert kernel.dtype == np.float32
+  np.testing.assert_array_equal(
+      kernel, model.encoder.block[0].layer[1].DenseReluDense.wi_1.weight.detach().float().numpy().T)
+
+
+def test_config_disagreeing_beyond_shapes(hf_models):
+  """T5 1.0 weights with a config that would not tie/scale the logits: same shapes, other
+  numbers, so it must be refused by name."""
+  directory, _ = hf_models["relu"]
+  config = huggingface.config_from_hf(directory).replace(logits_via_embedding=False)
+  with pytest.raises(CheckpointError, match="logits_via_embedding"):
+    loading.load_params(directory, config)
+
+
+def test_config_json_without_weights(tmp_path, hf_models):
+  directory, _ = hf_models["relu"]
+  (tmp_path / "config.json").write_text((directory / "config.json").read_text())
+  (tmp_path / "pytorch_model.bin").write_bytes(b"")
+  with pytest.raises(CheckpointError, match="model.safetensors"):
+    loading.load_params(tmp_path, huggingface.config_from_hf(directory))
+
+
+def test_lazy_reads_only_the_slice(hf_models):
+  directory, model = hf_models["gated"]
+  lazy = huggingface.read_huggingface(directory)
+  kernel = lazy["encoder/layers_1/mlp/wo/kernel"]  # weight [32, 64] -> kernel [64, 32]
+  assert kernel.shape == (64, 32)
+  part = kernel.read((slice(16, 32), slice(8, 16)))
+  weight = model.encoder.block[1].layer[1].DenseReluDense.wo.weight.detach().numpy()
+  np.testing.assert_array_equal(part, weight.T[16:32, 8:16])
+  assert part.flags.c_contiguous and part.dtype == np.float32
