@@ -16,7 +16,9 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 import tensorflow as tf
 
 CHECKPOINTS = "checkpoints"
@@ -95,3 +97,22 @@ def check_run_config(model_dir: str, run_config: dict) -> None:
     with tf.io.gfile.GFile(tmp, "w") as f:
       json.dump(run_config, f, indent=2, sort_keys=True)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_trainable_leaves(path: str, config: Any = None) -> dict[str, Any]:
+  """The 'trainable' item of a job checkpoint as a flat {'/'-path: numpy array}.
+
+  `path` is a step folder (`{MODEL_DIR}/checkpoints/{STEP}`) or the folder of steps (latest
+  is read). A model-tuning run's checkpoint holds every T5 weight, so it can be the
+  INITIAL_CHECKPOINT_PATH of a later run; `config` is unused (the loader checks shapes).
+  """
+  del config
+  step_dir = path
+  if not tf.io.gfile.exists(os.path.join(path, "trainable")):
+    mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True),
+                                item_names=ITEMS)
+    if mgr.latest_step() is None:
+      raise FileNotFoundError(f"{path!r} holds no finished orbax checkpoint step.")
+    step_dir = os.path.join(path, str(mgr.latest_step()))
+  tree = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "trainable"))
+  return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}

@@ -10,9 +10,8 @@ so a wrong checkpoint fails in one message and nothing is ever left randomly ini
 With shardings, each device's slice is read on its own (`jax.make_array_from_callback`), so
 no host ever holds a whole array it does not need.
 
-Readers are looked up in `READERS` by format; the job code registers the 'orbax' one:
-`READERS['orbax'] = reader`, with `reader(path, config) -> {path: LazyArray or array}` (a
-flat or nested dict; plain numpy/jax arrays are accepted as leaves).
+Readers are looked up in `READERS` by format, each `reader(path, config) -> {path: LazyArray
+or array}` (a flat or nested dict; plain numpy/jax arrays are accepted as leaves).
 """
 
 import os
@@ -23,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from prompt_tuning.checkpoints import base, huggingface, t5x
+from prompt_tuning.checkpoints import base, huggingface, job, t5x
 from prompt_tuning.checkpoints.base import CheckpointError, LazyArray
 from prompt_tuning.t5 import network
 from prompt_tuning.t5.config import T5Config
@@ -37,6 +36,7 @@ ORBAX_METADATA = "_CHECKPOINT_METADATA"
 READERS: dict[str, Reader] = {
     "t5x": lambda path, config: t5x.read_t5x(path),
     "huggingface": huggingface.read_huggingface,
+    "orbax": job.read_trainable_leaves,  # a model-tuning run of this library's train job
 }
 
 _MAX_PROBLEMS = 20

@@ -56,16 +56,17 @@ def _random_flat(config):
           for k, s in base.flatten(network.param_shapes(config)).items()}
 
 
-def test_orbax_needs_a_registered_reader(tmp_path):
-  (tmp_path / "_CHECKPOINT_METADATA").write_text("{}")
-  with pytest.raises(CheckpointError, match="no reader is registered for 'orbax'"):
-    loading.load_params(tmp_path, TINY)
+def test_model_tuning_job_checkpoint_loads_as_initial_checkpoint(tmp_path):
+  from prompt_tuning.checkpoints import job
   flat = _random_flat(TINY)
-  readers = {**loading.READERS, "orbax": lambda path, config: base.unflatten(flat)}
-  params = base.flatten(loading.load_params(tmp_path, TINY, readers=readers))
-  assert params.keys() == flat.keys()
-  for key, value in flat.items():
-    np.testing.assert_array_equal(params[key], value)
+  state = {"step": np.int32(7), "trainable": base.unflatten(flat), "opt_state": {}}
+  job.save(job.manager(str(tmp_path)), state, {"step": 7})
+  for path in (tmp_path / "checkpoints", tmp_path / "checkpoints" / "7"):
+    assert loading.detect_format(path) == "orbax"
+    params = base.flatten(loading.load_params(path, TINY))
+    assert params.keys() == flat.keys()
+    for key, value in flat.items():
+      np.testing.assert_array_equal(params[key], value)
 
 
 def test_wrong_shape_names_path_key_and_shapes(hf_models):
