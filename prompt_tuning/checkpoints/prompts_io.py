@@ -1,0 +1,79 @@
+"""Prompt files: a trained prompt is a float32 .npy of shape [prompt_length, d_model].
+
+Read and written through tf.io.gfile, so paths may be local or gs://. Every prompt that
+enters (a file, a T5X variable) is checked for shape, dtype and finite values, with one
+clear error each.
+"""
+
+import io
+import os
+
+import numpy as np
+
+
+def prompt_path(model_dir: str, step: int) -> str:
+  """Where the training job exports the prompt of `step`: {model_dir}/prompts/step_{step}.npy."""
+  return os.path.join(model_dir, "prompts", f"step_{step}.npy")
+
+
+def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
+                 source: str) -> np.ndarray:
+  """Returns `value` as float32 if it is a finite float matrix of `expected_shape` (if given).
+
+  Raises ValueError naming `source` and the fix.
+  """
+  value = np.asarray(value)
+  if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
+    raise ValueError(f"Prompt {source} has dtype {value.dtype}; it must be a float array "
+                     "(float32 as exported by training).")
+  shape = expected_shape
+  if value.ndim != 2 or (shape is not None and tuple(value.shape) != tuple(shape)):
+    want = f"{tuple(shape)} [PROMPT_LENGTH, d_model]" if shape else "[PROMPT_LENGTH, d_model]"
+    raise ValueError(f"Prompt {source} has shape {value.shape} but the model needs {want}; "
+                     "set PROMPT_LENGTH to the file's first dimension and use a model of its "
+                     "width.")
+  value = value.astype(np.float32)
+  if not np.all(np.isfinite(value)):
+    bad = int(np.size(value) - np.isfinite(value).sum())
+    raise ValueError(f"Prompt {source} has {bad} non-finite values (NaN or inf); export it "
+                     "again from a healthy checkpoint.")
+  return value
+
+
+def load_prompt(path: str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+  """Reads a .npy prompt (local or gs://) -> float32 [prompt_length, d_model], checked."""
+  import tensorflow as tf  # gs:// support; imported here to keep `import prompts` light
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"PROMPT_FILE={path!r} does not exist; point it at a .npy prompt, e.g. "
+                     "{MODEL_DIR}/prompts/step_{STEP}.npy.")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  try:
+    value = np.load(io.BytesIO(data), allow_pickle=False)
+  except ValueError as e:
+    raise ValueError(f"PROMPT_FILE={path!r} is not a readable .npy array ({e}).") from None
+  return check_prompt(value, expected_shape, f"file {path!r}")
+
+
+def save_prompt(path: str, prompt: np.ndarray) -> None:
+  """Writes `prompt` [prompt_length, d_model] as float32 .npy; the file appears whole or not.
+
+  Writes a temporary file beside it and renames it over `path`.
+  """
+  import tensorflow as tf
+  value = check_prompt(np.asarray(prompt, np.float32), None, f"to save at {path!r}")
+  buffer = io.BytesIO()
+  np.save(buffer, value, allow_pickle=False)
+  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(buffer.getvalue())
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_t5x_prompt(path: str, variable: str = "encoder/prompt/prompt",
+                    expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+  """One variable of a T5X checkpoint as a checked float32 prompt, e.g. 'encoder/prompt/prompt'."""
+  from prompt_tuning.checkpoints import t5x
+  value = t5x.read_t5x_variable(path, variable)
+  return check_prompt(value, expected_shape, f"variable {variable!r} of T5X checkpoint {path!r}")

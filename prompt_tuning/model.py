@@ -1,0 +1,228 @@
+"""The model object the jobs call: a frozen T5, optionally with a soft prompt on its inputs.
+
+    T5Model            every weight a T5 weight (model tuning, the paper's baseline)
+    PromptedT5Model    T5Model plus `prompt/prompt` [prompt_length, d_model] (prompt tuning)
+
+Both are plain Python objects around a Flax module; every method that touches weights is a
+pure function of `params` (a nested dict with T5X names), so jobs can jit and shard them:
+
+    abstract_params()                      ShapeDtypeStruct tree, prompt included
+    param_axes()                           logical axis-name tuples, same tree
+    init_params(rng, frozen) -> params     adds the initialised prompt to a loaded frozen tree
+    random_params(rng) -> params           a random model (tests, demos)
+    loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics)
+    score(params, batch) -> [batch]        sum of ln p(target) over weighted target tokens
+    predict(params, batch, method=...)     tokens [batch, max_decode_length]
+
+A batch holds int32 [batch, length] arrays `encoder_input_tokens`, `decoder_input_tokens`,
+`decoder_target_tokens` and `decoder_loss_weights` (as seqio's EncDecFeatureConverter makes
+them, unpacked). Gin files build the model objects: see gin_configs/models/*.gin.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from prompt_tuning import combine as combine_lib
+from prompt_tuning import decoding, prompts
+from prompt_tuning.t5 import config as t5_config
+from prompt_tuning.t5 import network
+
+Array = jax.Array
+Params = Any
+
+
+class PromptedTransformer(network.Transformer):
+  """T5 whose encoder sees `combine(prompt, embedded inputs)`; the decoder is unchanged.
+
+  Parameters stay top-level (`token_embedder/...`, `encoder/...`, `decoder/...`) plus
+  `prompt/prompt`, so a frozen T5X checkpoint fills everything but the prompt.
+  """
+  prompt_length: int = 100
+  combine: combine_lib.Combine = combine_lib.prefix
+
+  def setup(self):
+    super().setup()
+    self.prompt = prompts.Prompt(self.prompt_length, self.config.emb_dim)
+
+  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False):
+    """[batch, length] -> (encoded [batch, out_length, embed], mask [batch, out_length] bool).
+
+    out_length = length + prompt_length unless the combination caps it.
+    """
+    embedded = self.token_embedder(encoder_input_tokens)
+    prompt = self.prompt().astype(embedded.dtype)  # float32 parameter, activation-dtype use
+    combined, mask = self.combine(prompt, embedded, encoder_input_tokens)
+    return self.encoder(combined, mask, not enable_dropout), mask
+
+
+class T5Model:
+  """A T5 whose weights all come from the frozen checkpoint (none added).
+
+  Args:
+    config: the architecture (`t5.config.get_config(name)` or `huggingface.config_from_hf`).
+    activation_dtype: 'float32' (CPU, the default) or 'bfloat16' (pass it on TPU/GPU);
+      parameters stay float32. None keeps `config.dtype`.
+    dropout_rate: overrides `config.dropout_rate` when given (used only with a dropout_rng).
+    eos_id: the vocabulary's EOS, where decoding stops.
+  """
+
+  def __init__(self, config: t5_config.T5Config, activation_dtype: Any = None,
+               dropout_rate: float | None = None, eos_id: int = 1):
+    if not isinstance(config, t5_config.T5Config):
+      raise ValueError(f"MODEL_CONFIG={config!r} is not a T5Config; use "
+                       "@t5_config.get_config() or @huggingface.config_from_hf().")
+    if activation_dtype is not None:
+      config = config.replace(dtype=t5_config.activation_dtype(activation_dtype))
+    if dropout_rate is not None:
+      config = config.replace(dropout_rate=float(dropout_rate))
+    self.config = config
+    self.eos_id = eos_id
+
+  @functools.cached_property
+  def module(self) -> nn.Module:
+    """The Flax module (a `network.Transformer`)."""
+    return network.Transformer(self.config)
+
+  # ---- parameters ---------------------------------------------------------------------------
+
+  def _abstract_variables(self):
+    tokens = jnp.ones((1, 1), jnp.int32)
+    return jax.eval_shape(self.module.init, jax.random.PRNGKey(0), tokens, tokens)["params"]
+
+  def abstract_params(self) -> Params:
+    """The parameter tree as jax.ShapeDtypeStruct leaves (float32)."""
+    return nn.unbox(self._abstract_variables())
+
+  def param_axes(self) -> Params:
+    """The parameter tree with a logical axis-name tuple per leaf, e.g. ('vocab', 'embed')."""
+    specs = nn.get_partition_spec(self._abstract_variables())
+    return jax.tree.map(tuple, specs,
+                        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+  def init_params(self, rng: Array, frozen_params: Params) -> Params:
+    """The full tree from the loaded frozen one; nothing to add here."""
+    del rng
+    return frozen_params
+
+  def random_params(self, rng: Array) -> Params:
+    """A random model: random T5 weights (as T5X initialises them) then `init_params`."""
+    frozen_rng, init_rng = jax.random.split(rng)
+    return self.init_params(init_rng, network.init_params(self.config, frozen_rng))
+
+  # ---- computations -------------------------------------------------------------------------
+
+  def logits(self, params: Params, batch: dict, dropout_rng: Array | None = None) -> Array:
+    """Teacher-forced logits [batch, target_length, vocab] float32."""
+    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    return self.module.apply({"params": params}, batch["encoder_input_tokens"],
+                             batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                             enable_dropout=dropout_rng is not None, rngs=rngs)
+
+  def loss(self, params: Params, batch: dict,
+           dropout_rng: Array | None = None) -> tuple[Array, dict]:
+    """(mean cross-entropy over tokens with loss weight > 0, metrics).
+
+    Dropout is on only when `dropout_rng` is given. metrics: 'loss', 'accuracy' (argmax
+    hits among weighted tokens), 'num_tokens' (sum of loss weights).
+    """
+    logits = self.logits(params, batch, dropout_rng)
+    targets = batch["decoder_target_tokens"]
+    weights = _loss_weights(batch)
+    log_p = _target_log_probs(logits, targets)
+    num = jnp.sum(weights)
+    loss = -jnp.sum(log_p * weights) / jnp.maximum(num, 1.0)
+    hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    metrics = {"loss": loss, "accuracy": jnp.sum(hits * weights) / jnp.maximum(num, 1.0),
+               "num_tokens": num}
+    return loss, metrics
+
+  def score(self, params: Params, batch: dict) -> Array:
+    """[batch] float32: sum over weighted target tokens (EOS included) of ln p(token)."""
+    logits = self.logits(params, batch)
+    log_p = _target_log_probs(logits, batch["decoder_target_tokens"])
+    return jnp.sum(log_p * _loss_weights(batch), axis=-1)
+
+  def predict(self, params: Params, batch: dict, *, method: str = "greedy",
+              max_decode_length: int, rng: Array | None = None, beam_size: int = 4,
+              **decode_kwargs) -> Array:
+    """Decoded tokens [batch, max_decode_length] int32, 0 after EOS (start token excluded).
+
+    method: 'greedy', 'beam' (best of `beam_size`; `alpha` etc. via decode_kwargs) or
+    'sample' (needs `rng`; `temperature`, `top_k`, `top_p` via decode_kwargs).
+    """
+    inputs = batch["encoder_input_tokens"]
+    batch_size = inputs.shape[0]
+    encoded, mask = self.module.apply({"params": params}, inputs, method="encode")
+    step, state = decoding.t5_decode_fns(self.module, params, encoded, mask,
+                                         batch_size=batch_size, max_length=max_decode_length)
+    common = dict(batch_size=batch_size, max_length=max_decode_length, eos_id=self.eos_id,
+                  **decode_kwargs)
+    if method == "greedy":
+      return decoding.greedy(step, state, **common)
+    if method == "beam":
+      tokens, _ = decoding.beam_search(step, state, beam_size=beam_size, **common)
+      return tokens[:, 0]
+    if method == "sample":
+      if rng is None:
+        raise ValueError("predict(method='sample') needs an rng.")
+      return decoding.temperature_sample(step, state, rng, **common)
+    raise ValueError(f"Unknown decoding method {method!r}; use 'greedy', 'beam' or 'sample'.")
+
+
+class PromptedT5Model(T5Model):
+  """A frozen T5 with a trainable soft prompt `prompt/prompt` [prompt_length, d_model].
+
+  Args (beyond T5Model's):
+    prompt_length: PROMPT_LENGTH, rows of the prompt (the paper: 100).
+    prompt_initializer: `(rng, embedding, shape) -> prompt`, see `prompts`; default
+      `prompts.sampled_vocab()`.
+    combine: where the prompt goes: a `combine.Combine` function or a position name
+      ('prefix', the default; 'prefix_after_bos'; 'suffix'), see `combine.combiner`.
+  """
+
+  def __init__(self, config: t5_config.T5Config, prompt_length: int = 100,
+               prompt_initializer: prompts.Initializer | None = None,
+               combine: combine_lib.Combine | str = "prefix",
+               activation_dtype: Any = None, dropout_rate: float | None = None,
+               eos_id: int = 1):
+    super().__init__(config, activation_dtype, dropout_rate, eos_id)
+    self.prompt_length = prompts.check_prompt_length(prompt_length)
+    self.prompt_initializer = prompt_initializer or prompts.sampled_vocab()
+    prompts.check_fits(self.prompt_initializer, self.prompt_length)
+    self.combine = combine_lib.combiner(combine) if isinstance(combine, str) else combine
+
+  @functools.cached_property
+  def module(self) -> nn.Module:
+    return PromptedTransformer(self.config, self.prompt_length, self.combine)
+
+  def init_params(self, rng: Array, frozen_params: Params) -> Params:
+    """frozen T5 tree + {'prompt': {'prompt': initializer(rng, embedding, shape)}}.
+
+    Only the frozen embedding table is read (and only by initializers that need it), so
+    `frozen_params` may be abstract for e.g. `prompts.from_file`. Any 'prompt' in it is
+    replaced.
+    """
+    shape = (self.prompt_length, self.config.emb_dim)
+    embedding = frozen_params["token_embedder"]["embedding"]
+    prompt = jnp.asarray(self.prompt_initializer(rng, embedding, shape), jnp.float32)
+    if prompt.shape != shape:
+      raise ValueError(f"The prompt initializer returned shape {prompt.shape}, expected "
+                       f"{shape} [PROMPT_LENGTH, d_model].")
+    return {**frozen_params, "prompt": {"prompt": prompt}}
+
+
+def _loss_weights(batch: dict) -> Array:
+  weights = batch.get("decoder_loss_weights")
+  if weights is None:
+    weights = batch["decoder_target_tokens"] > 0
+  return weights.astype(jnp.float32)
+
+
+def _target_log_probs(logits: Array, targets: Array) -> Array:
+  """logits [batch, length, vocab], targets [batch, length] -> ln p(target) [batch, length]."""
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]

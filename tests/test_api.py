@@ -1,0 +1,81 @@
+"""The notebook API: load a frozen model, add a prompt, score and decode."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from prompt_tuning import api, model, prompts
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SPM = FIXTURES / "t5_sentencepiece.model"
+TINY_T5X = FIXTURES / "t5x_t5_1_1_tiny_checkpoint_3"
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures absent")
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+  """A random tiny Hugging Face T5 1.1 (d_model 32, 2+2 layers, vocab 100) on disk."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  config = transformers.T5Config(vocab_size=100, d_model=32, d_kv=8, num_heads=4, d_ff=64,
+                                 num_layers=2, feed_forward_proj="gated-gelu",
+                                 tie_word_embeddings=False, dropout_rate=0.0)
+  torch.manual_seed(0)
+  directory = tmp_path_factory.mktemp("hf")
+  transformers.T5ForConditionalGeneration(config).save_pretrained(directory)
+  return str(directory)
+
+
+def test_make_batch_from_ids():
+  batch = api.make_batch([[5, 6], [7]], [[8], [9, 10, 11]])
+  np.testing.assert_array_equal(batch["encoder_input_tokens"], [[5, 6, 1], [7, 1, 0]])
+  np.testing.assert_array_equal(batch["decoder_target_tokens"], [[8, 1, 0, 0], [9, 10, 11, 1]])
+  np.testing.assert_array_equal(batch["decoder_input_tokens"], [[0, 8, 1, 0], [0, 9, 10, 11]])
+  np.testing.assert_array_equal(batch["decoder_loss_weights"], [[1, 1, 0, 0], [1, 1, 1, 1]])
+  assert batch["encoder_input_tokens"].dtype == np.int32
+
+
+@needs_fixtures
+def test_make_batch_from_text():
+  seqio = pytest.importorskip("seqio")
+  vocab = seqio.SentencePieceVocabulary(str(SPM))
+  batch = api.make_batch(["positive"], ["entailment"], str(SPM))
+  np.testing.assert_array_equal(batch["encoder_input_tokens"][0], vocab.encode("positive") + [1])
+  np.testing.assert_array_equal(batch["decoder_target_tokens"][0],
+                                vocab.encode("entailment") + [1])
+
+
+def test_make_batch_errors():
+  with pytest.raises(ValueError, match="needs a vocabulary"):
+    api.make_batch(["text"])
+  with pytest.raises(ValueError, match="2 inputs but 1 targets"):
+    api.make_batch([[5], [6]], [[7]])
+
+
+def test_load_prompt_score_logits_generate(hf_dir):
+  frozen_model, frozen = api.load_frozen(hf_dir)
+  assert type(frozen_model) is model.T5Model and frozen_model.config.emb_dim == 32
+  m, params = api.add_prompt(frozen_model, frozen, prompt_length=4,
+                             initializer=prompts.sampled_vocab(population_size=50))
+  assert params["prompt"]["prompt"].shape == (4, 32)
+  inputs, targets = [[5, 6, 7], [8]], [[9], [10, 11]]
+  scores = api.log_likelihood(m, params, inputs, targets)
+  expected = jax.jit(m.score)(params, api.make_batch(inputs, targets))
+  np.testing.assert_allclose(scores, expected, rtol=1e-5)
+  logits = api.logits(m, params, inputs, targets)
+  assert logits.shape == (2, 3, 100)
+  log_p = jax.nn.log_softmax(logits)
+  np.testing.assert_allclose(scores[0], log_p[0, 0, 9] + log_p[0, 1, 1], rtol=1e-5)
+  out = api.generate(m, params, inputs, max_length=5)
+  assert len(out) == 2 and all(isinstance(t, int) and t not in (0, 1) for r in out for t in r)
+
+
+@needs_fixtures
+def test_load_t5x_by_size_name():
+  m, frozen = api.load_frozen(str(TINY_T5X), "t5_1_1_tiny")
+  assert frozen["token_embedder"]["embedding"].shape == (32128, 4)
+  prompted, params = api.add_prompt(m, frozen, prompt_length=2,
+                                    initializer=prompts.random_uniform())
+  assert np.isfinite(api.log_likelihood(prompted, params, [[5, 6]], [[7]])).all()
