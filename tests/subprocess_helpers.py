@@ -23,3 +23,23 @@ def run_python(code: str, *, devices: int = 8, timeout: int = 600,
     raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n"
                          f"{proc.stderr[-5000:]}")
   return proc.stdout
+
+
+def job_env(devices: int = 1) -> dict:
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def job_command(job: str, *flags: str) -> list[str]:
+  """`python -m prompt_tuning.{job} FLAGS...`."""
+  return [sys.executable, "-m", f"prompt_tuning.{job}", *flags]
+
+
+def run_job(job: str, *flags: str, devices: int = 1, timeout: int = 600,
+            check: bool = True) -> subprocess.CompletedProcess:
+  """Runs a job as a user would, from the command line."""
+  proc = subprocess.run(job_command(job, *flags), capture_output=True, text=True,
+                        timeout=timeout, env=job_env(devices), cwd=REPO)
+  if check and proc.returncode:
+    raise AssertionError(f"{job} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+  return proc
