@@ -31,6 +31,7 @@ setuptools.setup(
         "sentencepiece>=0.2",
         "safetensors>=0.4",
         "absl-py>=1.0",
+        "tensorboard>=2.16",
         "msgpack>=1.0",
         "numpy>=1.24",
     ],

@@ -67,10 +67,12 @@ def rank_classify(model: Any, params: Any, task: Any, examples: Sequence[dict],
 def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name: str,
                     task_feature_lengths: dict[str, int], batch_size: int,
                     split: str = "validation", use_rank_classification: bool = False,
-                    decode_method: str = "greedy") -> dict[str, float]:
+                    decode_method: str = "greedy",
+                    vocabulary_path: str | None = None) -> dict[str, float]:
   """{'task/metric': value} for each task of the mixture with `split`."""
   metrics = {}
-  for task in tasks_with_split(mixture_or_task_name, split):
+  name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
+  for task in tasks_with_split(name, split):
     examples = features.get_examples(task.name, split, task_feature_lengths)
     labels = rank_classification.get_class_labels(task) if use_rank_classification else None
     if labels:
@@ -79,8 +81,8 @@ def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name:
     else:
       predictions = decode_texts(model, params, task, examples, batch_size,
                                  task_feature_lengths, decode_method, mesh)
-    for name, value in evaluation.compute_metrics(task, examples, predictions).items():
-      metrics[f"{task.name}/{name}"] = float(value)
+    for metric, value in evaluation.compute_metrics(task, examples, predictions).items():
+      metrics[f"{tasks.base_name(task.name)}/{metric}"] = float(value)
   return metrics
 
 
@@ -122,7 +124,7 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
              task_feature_lengths: dict[str, int], batch_size: int, model_dir: str | None = None,
              prompt_file: str | None = None, split: str = "validation",
              use_rank_classification: bool = False, decode_method: str = "greedy",
-             num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
+             vocabulary_path: str | None = None, num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
              rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict[str, float]:
   """Evaluates a trained prompt; logs the metrics and writes them under MODEL_DIR/eval."""
   mesh = partitioning.make_mesh(num_partitions)
@@ -134,7 +136,7 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
     metrics = evaluate_params(params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
                               task_feature_lengths=task_feature_lengths, batch_size=batch_size,
                               split=split, use_rank_classification=use_rank_classification,
-                              decode_method=decode_method)
+                              decode_method=decode_method, vocabulary_path=vocabulary_path)
   logging.info("Metrics of %s on %s/%s: %s", source, mixture_or_task_name, split, metrics)
   if model_dir is not None:
     job_utils.Summaries(model_dir, f"eval_{split}").scalars(0, metrics)

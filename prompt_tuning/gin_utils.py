@@ -5,8 +5,11 @@ installed with this package, so `--gin_file=models/t5_1_1_base_prompt.gin` works
 """
 
 import ast
+import difflib
 import importlib.resources
+import logging as pylogging
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, Sequence
@@ -23,6 +26,16 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.DEFINE_string("cpu_collectives", None, "Multi-host on CPU: 'gloo'.")
 
 FLAGS = flags.FLAGS
+
+
+class _QuietGinSearch(pylogging.Filter):
+  """Gin logs an ERROR for every search path an include is not in; it is not an error."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.module != "resource_reader"
+
+
+pylogging.getLogger().addFilter(_QuietGinSearch())
 
 
 class GinConfigError(ValueError):
@@ -72,9 +85,28 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
       raise GinConfigError(f"--gin_file={name} was not found in {[*search_paths, gin_root()]}; "
                            "names are relative to gin_configs/ (e.g. runs/prompt_finetune.gin).")
   try:
-    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+    gin.parse_config_files_and_bindings(gin_files, [], finalize_config=False)
+    _check_macros_exist(bindings)
+    gin.parse_config_files_and_bindings([], bindings, finalize_config=False)
+  except GinConfigError:
+    raise
   except Exception as e:  # gin raises many kinds; its message already names the file and line
     raise GinConfigError(f"Gin configuration error: {e}") from None
+
+
+_MACRO_BINDING = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=")
+
+
+def _check_macros_exist(bindings: Sequence[str]) -> None:
+  """A --gin.MACRO the gin files never define is a typo: gin alone would accept it silently."""
+  known = re.findall(r"^([A-Z][A-Z0-9_]*) = ", gin.config_str(), flags=re.MULTILINE)
+  for binding in bindings:
+    match = _MACRO_BINDING.match(binding)
+    if match and match.group(1) not in known:
+      close = difflib.get_close_matches(match.group(1), known, n=3)
+      raise GinConfigError(f"--gin.{match.group(1)} sets a macro that no gin file uses"
+                           + (f"; did you mean {', '.join(close)}?" if close else
+                              f"; known macros: {', '.join(sorted(set(known)))}."))
 
 
 def _findable(name: str, roots: Sequence[str]) -> bool:

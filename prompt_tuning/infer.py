@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from prompt_tuning import eval as eval_lib
 from prompt_tuning import gin_utils, optim, partitioning
-from prompt_tuning.data import features, rank_classification
+from prompt_tuning.data import features, rank_classification, tasks
 
 MODES = ("predict", "score", "rank")
 
@@ -26,7 +26,7 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
           task_feature_lengths: dict[str, int], batch_size: int, output_dir: str,
           split: str = "test", mode: str = "predict", model_dir: str | None = None,
           prompt_file: str | None = None, decode_method: str = "greedy",
-          num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
+          vocabulary_path: str | None = None, num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
           rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> list[str]:
   """Runs every task of the mixture with `split`; returns the paths written."""
   if mode not in MODES:
@@ -41,11 +41,12 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
         model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
         prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
     logging.info("Inferring with %s.", source)
-    for task in eval_lib.tasks_with_split(mixture_or_task_name, split):
+    name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
+    for task in eval_lib.tasks_with_split(name, split):
       examples = features.get_examples(task.name, split, task_feature_lengths)
       outputs = _outputs(mode, model, params, task, examples, batch_size,
                          task_feature_lengths, decode_method, mesh)
-      path = os.path.join(output_dir, f"{task.name}.jsonl")
+      path = os.path.join(output_dir, f"{tasks.base_name(task.name)}.jsonl")
       if jax.process_index() == 0:
         write_jsonl(path, [_record(ex, out, mode) for ex, out in zip(examples, outputs)])
       written.append(path)

@@ -48,14 +48,15 @@ def place_params(model: Any, initial_checkpoint_path: str | None, mesh: jax.shar
   """Every parameter of `model`, each in its sharding: frozen T5 plus initialised additions."""
   frozen_rng, init_rng = jax.random.split(rng)
   shardings = param_shardings(model, mesh, rules)
-  frozen_shardings = partitioning.logical_to_sharding(network.param_axes(model.config), mesh,
-                                                      rules)
+  frozen_shardings = partitioning.logical_to_sharding(
+      network.param_axes(model.config), mesh, rules, network.param_shapes(model.config))
   frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng)
   return jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng, frozen)
 
 
 def param_shardings(model: Any, mesh: jax.sharding.Mesh, rules: partitioning.Rules) -> Any:
-  return partitioning.logical_to_sharding(model.param_axes(), mesh, rules)
+  return partitioning.logical_to_sharding(model.param_axes(), mesh, rules,
+                                          model.abstract_params())
 
 
 def to_host(x: jax.Array) -> np.ndarray:

@@ -95,7 +95,7 @@ class T5Model:
 
   def abstract_params(self) -> Params:
     """The parameter tree as jax.ShapeDtypeStruct leaves (float32)."""
-    return nn.unbox(self._abstract_variables())
+    return network.strip_axes(self._abstract_variables())
 
   def param_axes(self) -> Params:
     """The parameter tree with a logical axis-name tuple per leaf, e.g. ('vocab', 'embed')."""

@@ -48,12 +48,35 @@ def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape["data"]
 
 
-def logical_to_sharding(axes_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
-  """A tree of logical axis tuples -> the same tree of NamedShardings on `mesh`."""
+def logical_to_sharding(axes_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES,
+                        shapes: Any = None) -> Any:
+  """A tree of logical axis tuples -> the same tree of NamedShardings on `mesh`.
+
+  With `shapes` (the same tree, leaves with `.shape`), a dimension that its mesh axes do not
+  divide is replicated instead, with a warning: e.g. the tiny model's 2 heads on 4-way model
+  parallelism. Without it such a sharding fails when arrays are placed.
+  """
   is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
+  to_spec = lambda axes: nn.logical_to_mesh_axes(axes, rules)
+  if shapes is None:
+    return jax.tree.map(lambda axes: NamedSharding(mesh, to_spec(axes)), axes_tree,
+                        is_leaf=is_axes)
   return jax.tree.map(
-      lambda axes: NamedSharding(mesh, nn.logical_to_mesh_axes(axes, rules)),
-      axes_tree, is_leaf=is_axes)
+      lambda axes, x: NamedSharding(mesh, _divisible(to_spec(axes), x.shape, mesh, axes)),
+      axes_tree, shapes, is_leaf=is_axes)
+
+
+def _divisible(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh,
+               axes: tuple) -> PartitionSpec:
+  entries = list(spec) + [None] * (len(shape) - len(spec))
+  for i, entry in enumerate(entries):
+    names = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    ways = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+    if shape[i] % ways:
+      logging.warning("Replicating logical axis %r (size %d): %d-way %s does not divide it.",
+                      axes[i], shape[i], ways, names)
+      entries[i] = None
+  return PartitionSpec(*entries)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -18,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tensorflow as tf
 from absl import logging
 from flax import linen as nn
 
 from prompt_tuning import gin_utils, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import features
+from prompt_tuning.data import features, tasks
 
 
 class NonFiniteLossError(ValueError):
@@ -42,14 +43,19 @@ def train_step(model: Any, optimizer: optax.GradientTransformation, state: dict,
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
-  new_state = {"step": state["step"] + 1,
-               "trainable": optax.apply_updates(state["trainable"], updates),
-               "opt_state": opt_state}
-  metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+  trainable = optax.apply_updates(state["trainable"], updates)
+  new_state = {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}
+  finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trainable)]))
+  metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+             "finite_update": finite.astype(jnp.float32)}
   learning_rate = optim.learning_rate(opt_state)
   if learning_rate is not None:
     metrics["learning_rate"] = learning_rate
   return new_state, metrics
+
+
+def prompt_path(model_dir: str, step: int) -> str:
+  return os.path.join(model_dir, "prompts", f"step_{step}.npy")
 
 
 def run_config(model: Any, trainable_regex: str) -> dict:
@@ -69,8 +75,13 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
           eval_period: int | None = None, num_partitions: int = 1,
           trainable_regex: str = optim.PROMPT_REGEX, random_seed: int = 0,
           shuffle: bool = True, log_period: int = 10, keep_checkpoints: int | None = None,
-          evaluator: Any = None, rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict:
-  """Trains `model`'s trainable leaves; returns the final step's metrics (host floats)."""
+          evaluator: Any = None, vocabulary_path: str | None = None,
+          rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict:
+  """Trains `model`'s trainable leaves; returns the final step's metrics (host floats).
+
+  `vocabulary_path` (VOCABULARY_PATH) re-tokenizes the task with the model's vocabulary
+  (mT5, a Hugging Face checkpoint's spiece.model); None keeps the task's own.
+  """
   _check_positive(TRAIN_STEPS=train_steps, BATCH_SIZE=batch_size,
                   CHECKPOINT_PERIOD=checkpoint_period)
   if model_dir is None:
@@ -78,6 +89,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
   job_ckpt.check_run_config(model_dir, run_config(model, trainable_regex))
+  mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     rng = jax.random.PRNGKey(random_seed)
     params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng)
@@ -93,6 +105,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
                        random_seed, skip=first)
     step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
     loop = _Loop(model, model_dir, mgr, batch_size, train_steps, log_period)
+    if first and not tf.io.gfile.exists(prompt_path(model_dir, first)):
+      loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
     for step in range(first + 1, train_steps + 1):
       batch = partitioning.global_batch(next(batches), mesh)
@@ -116,11 +130,18 @@ def _initial_state(optimizer, trainable) -> dict:
 
 
 def _restore(mgr, state, batch_size) -> dict:
-  """The latest checkpoint's state if there is one, else `state` as it is."""
+  """The latest checkpoint's state if there is one, else `state` as it is.
+
+  Hyperparameters held in the optimizer state (the learning rate) come from this run's
+  config, not the checkpoint, so a changed LEARNING_RATE takes effect on resume.
+  """
   restored = job_ckpt.restore_latest(mgr, state)
   if restored is None:
     return state
+  fresh_opt_state = state["opt_state"]
   state, meta = restored
+  if hasattr(fresh_opt_state, "hyperparams"):
+    state["opt_state"] = state["opt_state"]._replace(hyperparams=fresh_opt_state.hyperparams)
   if meta["batch_size"] != batch_size:
     raise job_ckpt.RunMismatchError(
         f"BATCH_SIZE={batch_size} but the checkpoint at step {meta['step']} was trained with "
@@ -145,7 +166,6 @@ class _Loop:
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
-    self.last_saved = None
     self.clock = (time.time(), None)
 
   def after_step(self, step, state, metrics, checkpoint):
@@ -159,12 +179,15 @@ class _Loop:
       self._save(step, state)
 
   def _check(self, step, metrics):
+    """Stops before a non-finite loss or update can reach a checkpoint."""
     loss = float(job_utils.to_host(metrics["loss"]))
-    if not math.isfinite(loss):
+    finite_update = float(job_utils.to_host(metrics["finite_update"])) == 1.0
+    if not (math.isfinite(loss) and finite_update):
+      what = f"The loss is {loss}" if not math.isfinite(loss) else "The updated weights are not finite"
       raise NonFiniteLossError(
-          f"The loss is {loss} at step {step}; stopping. The latest checkpoint "
-          f"(step {self.last_saved or self.mgr.latest_step()}) is the last good one. Lower "
-          "LEARNING_RATE or check the data.")
+          f"{what} at step {step}; stopping. The latest checkpoint (step "
+          f"{self.mgr.latest_step()}) is the last good one. Lower LEARNING_RATE or check "
+          "the data.")
 
   def _log(self, step, metrics):
     host = {k: float(job_utils.to_host(v)) for k, v in metrics.items()}
@@ -185,14 +208,17 @@ class _Loop:
   def _save(self, step, state):
     meta = {"step": step, "batches_consumed": step, "batch_size": self.batch_size}
     job_ckpt.save(self.mgr, state, meta)
-    prompt = state["trainable"].get("prompt", {}).get("prompt")
-    if prompt is not None:
-      array = job_utils.to_host(prompt)
-      if jax.process_index() == 0:
-        prompts_io.save_prompt(os.path.join(self.model_dir, "prompts", f"step_{step}.npy"),
-                               array)
-    self.last_saved = step
+    self.export_prompt(step, state)
     logging.info("Saved checkpoint at step %d.", step)
+
+  def export_prompt(self, step, state):
+    """{MODEL_DIR}/prompts/step_{step}.npy, written atomically by process 0."""
+    prompt = state["trainable"].get("prompt", {}).get("prompt")
+    if prompt is None:
+      return
+    array = job_utils.to_host(prompt)
+    if jax.process_index() == 0:
+      prompts_io.save_prompt(prompt_path(self.model_dir, step), array)
 
   def evaluate(self, step, evaluator, params):
     metrics = evaluator(params)

@@ -46,3 +46,19 @@ def test_rules_place_t5_parameters_on_an_8_device_mesh():
       print('OK')
   """)
   assert "OK" in out
+
+
+def test_dimensions_the_mesh_does_not_divide_are_replicated():
+  out = run_python("""
+      import jax
+      from prompt_tuning import partitioning
+      from prompt_tuning.t5 import config, network
+      cfg = config.get_config('t5_1_1_tiny')  # 2 heads on 4-way model parallelism
+      mesh = partitioning.make_mesh(4)
+      s = partitioning.logical_to_sharding(network.param_axes(cfg), mesh,
+                                           shapes=network.param_shapes(cfg))
+      assert s['encoder']['relpos_bias']['rel_embedding'].is_fully_replicated
+      assert tuple(s['token_embedder']['embedding'].spec) == ('model', None)
+      print('OK')
+  """)
+  assert "OK" in out

@@ -69,3 +69,8 @@ def with_vocabulary(name: str, vocabulary_path: str | None = None, *, kind: str 
     return name
   vocabulary = vocabularies.get_vocabulary(vocabulary_path, kind=kind, extra_ids=extra_ids)
   return registry.with_vocabulary(provider, vocabulary)
+
+
+def base_name(name: str) -> str:
+  """The user's task name behind a `with_vocabulary` copy ("glue_sst2.vocab_1a2b" -> "glue_sst2")."""
+  return name.split(".vocab_")[0]

@@ -180,9 +180,16 @@ def _abstract_variables(model: nn.Module):
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens)
 
 
+def strip_axes(boxed):
+  """Parameters without their logical-axis boxes. Unlike `nn.unbox` this applies no sharding
+  constraint, so it also works on abstract values outside jit under an active mesh."""
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=False), boxed,
+                      is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
 def param_shapes(config: T5Config):
   """Nested dict of jax.ShapeDtypeStruct, the tree a checkpoint must fill."""
-  return nn.unbox(_abstract_variables(Transformer(config))["params"])
+  return strip_axes(_abstract_variables(Transformer(config))["params"])
 
 
 def param_axes(config: T5Config):
@@ -194,4 +201,4 @@ def param_axes(config: T5Config):
 def init_params(config: T5Config, rng: Array):
   """Random float32 parameters (unboxed nested dict), as T5X would initialise them."""
   tokens = jnp.ones((1, 1), jnp.int32)
-  return nn.unbox(Transformer(config).init(rng, tokens, tokens)["params"])
+  return strip_axes(Transformer(config).init(rng, tokens, tokens)["params"])
