@@ -9,3 +9,8 @@
 
 Independent of the model: nothing here imports JAX. See docs/data.md.
 """
+
+import tensorflow as _tf
+
+# TF only feeds the input pipeline: keep it off GPUs so JAX owns their memory.
+_tf.config.set_visible_devices([], "GPU")
