@@ -1,9 +1,10 @@
-"""The machine a benchmark ran on, in one line: CPU model, cores, RAM."""
+"""The machine a benchmark runs on: a one-line description, and how busy its cores are."""
 
 import os
 import platform
 import re
 import subprocess
+import time
 
 
 def cpu_model() -> str:
@@ -38,3 +39,16 @@ def children_cpu_seconds() -> float:
   """User + system CPU seconds of this process's finished children."""
   times = os.times()
   return times.children_user + times.children_system
+
+
+def wait_until_idle(min_idle: float = 0.9, window_s: float = 5.0, timeout_s: float = 600.0
+                    ) -> bool:
+  """Blocks until the cores were at least `min_idle` idle over a `window_s` sample; False if
+  that did not happen within `timeout_s` (timing then goes ahead on a busy machine)."""
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    before = busy_cpu_seconds()
+    time.sleep(window_s)
+    if (busy_cpu_seconds() - before) / (window_s * os.cpu_count()) <= 1 - min_idle:
+      return True
+  return False

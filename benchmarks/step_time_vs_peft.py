@@ -255,9 +255,10 @@ def run_worker(framework: str, argv: list[str]) -> dict:
 
 
 def run_clean(framework: str, argv: list[str], max_share: float, retries: int) -> dict:
-  """`run_worker`, rerun (after a pause) while other processes took more than `max_share`
-  of the cores; the last result is kept either way, its share shown in the table."""
+  """`run_worker` once the cores are idle, rerun while other processes took more than
+  `max_share` of the cores; the last result is kept either way, its share in the table."""
   for attempt in range(retries + 1):
+    machine.wait_until_idle()
     result = run_worker(framework, argv)
     print(json.dumps(result), flush=True)
     if result["others_cpu_share"] <= max_share:
@@ -265,8 +266,6 @@ def run_clean(framework: str, argv: list[str], max_share: float, retries: int) -
     print(f"warning: other processes used {100 * result['others_cpu_share']:.0f}% of the "
           f"cores during the {framework} run (attempt {attempt + 1}); times are not clean.",
           file=sys.stderr, flush=True)
-    if attempt < retries:
-      time.sleep(30)
   return result
 
 

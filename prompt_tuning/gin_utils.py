@@ -99,7 +99,9 @@ _MACRO_BINDING = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=")
 
 def _check_macros_exist(bindings: Sequence[str]) -> None:
   """A --gin.MACRO the gin files never define is a typo: gin alone would accept it silently."""
-  known = re.findall(r"^([A-Z][A-Z0-9_]*) = ", gin.config_str(), flags=re.MULTILINE)
+  config = gin.config_str()
+  known = (re.findall(r"^([A-Z][A-Z0-9_]*) = ", config, flags=re.MULTILINE)
+           + re.findall(r"%([A-Z][A-Z0-9_]*)\b", config))
   for binding in bindings:
     match = _MACRO_BINDING.match(binding)
     if match and match.group(1) not in known:

@@ -18,7 +18,8 @@ PROMPT_REGEX = r"prompt/.*"
 ALL_REGEX = r".*"
 
 
-def _flat(tree: Params) -> dict[str, Any]:
+def flat(tree: Params) -> dict[str, Any]:
+  """{'encoder/layers_0/mlp/wo/kernel': leaf, ...}: the paths the regex is matched against."""
   return traverse_util.flatten_dict(tree, sep="/")
 
 
@@ -28,26 +29,26 @@ def trainable_paths(params: Params, regex: str) -> list[str]:
     pattern = re.compile(regex)
   except re.error as e:
     raise ValueError(f"PROMPT_REGEX={regex!r} is not a valid regular expression ({e}).") from e
-  return [p for p in _flat(params) if pattern.fullmatch(p)]
+  return [p for p in flat(params) if pattern.fullmatch(p)]
 
 
 def partition(params: Params, regex: str) -> tuple[Params, Params]:
   """Splits params into (trainable, frozen) nested dicts by `regex` on leaf paths."""
-  flat = _flat(params)
+  leaves = flat(params)
   chosen = set(trainable_paths(params, regex))
   if not chosen:
     raise ValueError(f"PROMPT_REGEX={regex!r} matches no parameter; paths look like "
-                     f"{sorted(flat)[:3]}. Use 'prompt/.*' for prompt tuning, '.*' for model "
+                     f"{sorted(leaves)[:3]}. Use 'prompt/.*' for prompt tuning, '.*' for model "
                      "tuning.")
-  trainable = {p: v for p, v in flat.items() if p in chosen}
-  frozen = {p: v for p, v in flat.items() if p not in chosen}
+  trainable = {p: v for p, v in leaves.items() if p in chosen}
+  frozen = {p: v for p, v in leaves.items() if p not in chosen}
   return (traverse_util.unflatten_dict(trainable, sep="/"),
           traverse_util.unflatten_dict(frozen, sep="/"))
 
 
 def merge(trainable: Params, frozen: Params) -> Params:
   """Inverse of `partition`: one nested dict with every leaf."""
-  return traverse_util.unflatten_dict({**_flat(frozen), **_flat(trainable)}, sep="/")
+  return traverse_util.unflatten_dict({**flat(frozen), **flat(trainable)}, sep="/")
 
 
 def adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8,

@@ -77,7 +77,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
           shuffle: bool = True, log_period: int = 10, keep_checkpoints: int | None = None,
           evaluator: Any = None, vocabulary_path: str | None = None,
           rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict:
-  """Trains `model`'s trainable leaves; returns the final step's metrics (host floats).
+  """Trains `model`'s trainable leaves; returns the last step's metrics as host floats.
 
   `vocabulary_path` (VOCABULARY_PATH) re-tokenizes the task with the model's vocabulary
   (mT5, a Hugging Face checkpoint's spiece.model); None keeps the task's own.
@@ -100,7 +100,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     state = _restore(mgr, state, batch_size)
     first = int(job_utils.to_host(state["step"]))
     logging.info("Training %s from step %d to %d; trainable: %s.", type(model).__name__,
-                 first, train_steps, optim.trainable_paths(optim.merge(trainable, {}), ".*"))
+                 first, train_steps, sorted(optim.flat(trainable)))
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
                        random_seed, skip=first)
     step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
@@ -226,9 +226,11 @@ class _Loop:
     job_utils.Summaries(self.model_dir, "eval").scalars(step, metrics)
 
   def finish(self, state):
+    metrics = {}
     if self.pending:
       self._check(*self.pending)
-    return {"step": int(job_utils.to_host(state["step"]))}
+      metrics = {k: float(job_utils.to_host(v)) for k, v in self.pending[1].items()}
+    return {**metrics, "step": int(job_utils.to_host(state["step"]))}
 
 
 def main() -> None:

@@ -43,8 +43,8 @@ def test_prompt_tuning_changes_only_the_prompt_and_keeps_only_its_slots():
   model = model_lib.PromptedT5Model(TINY, prompt_length=5)
   before, state, frozen, metrics = _run_steps(model, optim.PROMPT_REGEX)
   assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
-  for path, value in optim._flat(frozen).items():
-    np.testing.assert_array_equal(value, optim._flat(before)[path], err_msg=path)
+  for path, value in optim.flat(frozen).items():
+    np.testing.assert_array_equal(value, optim.flat(before)[path], err_msg=path)
   assert not np.allclose(state["trainable"]["prompt"]["prompt"], before["prompt"]["prompt"])
   # Optimizer slots: sized by the [5, 4] prompt alone (or scalars), none for the frozen T5.
   slot_sizes = [x.size for x in jax.tree.leaves(state["opt_state"])]
@@ -55,9 +55,9 @@ def test_model_tuning_trains_every_leaf():
   model = model_lib.T5Model(TINY)
   before, state, frozen, _ = _run_steps(model, optim.ALL_REGEX)
   assert frozen == {}
-  changed = {p for p, v in optim._flat(state["trainable"]).items()
-             if not np.array_equal(v, optim._flat(before)[p])}
-  assert changed == set(optim._flat(before))
+  changed = {p for p, v in optim.flat(state["trainable"]).items()
+             if not np.array_equal(v, optim.flat(before)[p])}
+  assert changed == set(optim.flat(before))
   assert len(jax.tree.leaves(state["opt_state"])) > len(changed)
 
 
