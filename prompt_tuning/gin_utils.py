@@ -100,15 +100,15 @@ _MACRO_BINDING = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=")
 def _check_macros_exist(bindings: Sequence[str]) -> None:
   """A --gin.MACRO the gin files never define is a typo: gin alone would accept it silently."""
   config = gin.config_str()
-  known = (re.findall(r"^([A-Z][A-Z0-9_]*) = ", config, flags=re.MULTILINE)
-           + re.findall(r"%([A-Z][A-Z0-9_]*)\b", config))
+  known = sorted(set(re.findall(r"^([A-Z][A-Z0-9_]*) = ", config, flags=re.MULTILINE)
+                     + re.findall(r"%([A-Z][A-Z0-9_]*)\b", config)))
   for binding in bindings:
     match = _MACRO_BINDING.match(binding)
     if match and match.group(1) not in known:
       close = difflib.get_close_matches(match.group(1), known, n=3)
       raise GinConfigError(f"--gin.{match.group(1)} sets a macro that no gin file uses"
                            + (f"; did you mean {', '.join(close)}?" if close else
-                              f"; known macros: {', '.join(sorted(set(known)))}."))
+                              f"; known macros: {', '.join(known)}."))
 
 
 def _findable(name: str, roots: Sequence[str]) -> bool:
