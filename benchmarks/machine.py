@@ -21,7 +21,7 @@ def ram_gib() -> float:
 
 
 def describe() -> str:
-  return f"{cpu_model()}, {os.cpu_count()} cores, {ram_gib():.0f} GiB RAM"
+  return f"{cpu_model()}, {os.cpu_count()} cores, {ram_gib():.1f} GiB RAM"
 
 
 def busy_cpu_seconds() -> float:

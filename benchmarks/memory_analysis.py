@@ -69,7 +69,7 @@ def compile_step(model, optimizer, inputs: tuple):
 
 @dataclasses.dataclass
 class Row:
-  """One (mode, optimizer) measurement, in bytes."""
+  """One (mode, optimizer) measurement, in bytes; compile_s is lowering + compilation."""
   config: str
   mode: str
   optimizer: str
@@ -96,8 +96,8 @@ def measure(config_name: str, mode: str, opt_name: str, batch_size: int, inputs:
   config = t5_config.get_config(config_name, dtype="float32")
   optimizer = OPTIMIZERS[opt_name]()
   if mode == "prompt":
-    model, regex = model_lib.PromptedT5Model(config, prompt_length=prompt_length), \
-        optim.PROMPT_REGEX
+    model = model_lib.PromptedT5Model(config, prompt_length=prompt_length)
+    regex = optim.PROMPT_REGEX
   else:
     model, regex = model_lib.T5Model(config), optim.ALL_REGEX
     inputs += prompt_length if mode == "model_long" else 0

@@ -12,14 +12,20 @@ weight decay 1e-5, update clipping 1.0), float32 on CPU:
   peft  transformers `T5ForConditionalGeneration` from a `T5Config` of the same architecture,
         `peft.get_peft_model(PromptTuningConfig(SEQ_2_SEQ_LM, num_virtual_tokens=P,
         num_transformer_submodules=1))` (the prompt on the encoder only, as in the paper and
-        here; PEFT's seq2seq default allocates a second, unused set of P rows), and
-        `transformers.optimization.Adafactor`; `torch.set_num_threads(--threads)`.
+        here; PEFT's seq2seq default allocates a second, unused set of P rows), an untied
+        `lm_head` (see `untie_lm_head`), `transformers.optimization.Adafactor`, and
+        `torch.set_num_threads(--threads)`.
 
-Each framework runs in its own subprocess so its peak RSS (getrusage ru_maxrss) is its own.
-Step times are per step, synchronised (block_until_ready / torch's synchronous CPU ops), the
-median over --steps after --warmup steps (the first JAX step includes compilation, reported
-apart). Decoding: greedy, exactly --decode_tokens new tokens (EOS disabled on both sides, so
-neither stops early), median of --decode_repeats after one warm-up call.
+Each framework runs in its own subprocess so its peak RSS (getrusage ru_maxrss) is its own;
+RSS right after the imports is reported too. Step times are per step, synchronised
+(block_until_ready / torch's synchronous CPU ops), the median over --steps after --warmup
+steps (the first step, which for JAX includes compilation, is reported apart). Decoding:
+greedy, exactly --decode_tokens new tokens (EOS disabled on both sides, so neither stops
+early), median of --decode_repeats after one warm-up call.
+
+Shared machines: each run starts once the cores are idle and is rerun (--retries) while other
+processes took more than --max_others_share of the cores during it; the share of the last run
+is the table's "CPU used by others" column.
 """
 
 import argparse
@@ -51,7 +57,7 @@ LR, DECAY, WEIGHT_DECAY, CLIP = 0.3, 0.8, 1e-5, 1.0
 def make_batch(args) -> dict:
   """Full-length rows of random non-special token ids (no padding), identical on both sides."""
   rng = np.random.default_rng(0)
-  vocab = _architecture(args.config)["vocab_size"]
+  vocab = args.arch["vocab_size"]
   inputs = rng.integers(3, vocab, (args.batch_size, args.inputs), dtype=np.int32)
   targets = rng.integers(3, vocab, (args.batch_size, args.targets), dtype=np.int32)
   return {"encoder_input_tokens": inputs,
@@ -60,14 +66,16 @@ def make_batch(args) -> dict:
           "decoder_loss_weights": np.ones_like(targets)}
 
 
-def _architecture(name: str) -> dict:
+def architecture(name: str) -> dict:
+  """The named T5 size as plain values. Resolved by the driver and handed to the workers
+  (--arch), so the PEFT worker never imports JAX and its RSS stays its own."""
   from prompt_tuning.t5 import config as t5_config
   cfg = t5_config.get_config(name)
   return {k: getattr(cfg, k) for k in (
       "vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
-      "num_decoder_layers", "mlp_activations", "logits_via_embedding",
-      "relative_attention_num_buckets", "relative_attention_max_distance",
-      "layer_norm_epsilon")}
+      "num_decoder_layers", "logits_via_embedding", "relative_attention_num_buckets",
+      "relative_attention_max_distance", "layer_norm_epsilon")} | {
+          "mlp_activations": list(cfg.mlp_activations)}
 
 
 def timed(fn, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
@@ -103,49 +111,56 @@ def run_jax(args) -> dict:
   from prompt_tuning import model as model_lib
   from prompt_tuning import optim, train
   from prompt_tuning.t5 import config as t5_config
+  rss_imports = peak_rss_mib()  # prompt_tuning.train imports TensorFlow (seqio) with it
 
   config = t5_config.get_config(args.config, dtype="float32")
   # eos_id -1 never matches a token: every row decodes exactly --decode_tokens tokens.
   model = model_lib.PromptedT5Model(config, prompt_length=args.prompt_length, eos_id=-1)
-  params = model.random_params(jax.random.PRNGKey(0))
-  trainable, frozen = optim.partition(params, optim.PROMPT_REGEX)
+  trainable, frozen = optim.partition(model.random_params(jax.random.PRNGKey(0)),
+                                      optim.PROMPT_REGEX)
   optimizer = optim.adafactor(learning_rate=LR, decay_rate=DECAY,
                               weight_decay_rate=WEIGHT_DECAY, clipping_threshold=CLIP)
   box = {"state": train._initial_state(optimizer, trainable)}
   batch = jax.device_put(make_batch(args))
-  seed = jax.random.PRNGKey(1)
   step_fn = jax.jit(functools.partial(train.train_step, model, optimizer), donate_argnums=0)
-  losses = []
+  seed, losses = jax.random.PRNGKey(1), []
 
   def step():
     box["state"], metrics = step_fn(box["state"], frozen, batch, seed)
-    losses.append(jax.block_until_ready(metrics)["loss"])
+    losses.append(float(jax.block_until_ready(metrics)["loss"]))
 
   warm, times = timed(step, args.warmup, args.steps)
   rss_train = peak_rss_mib()
-  dec_warm, dec_times = [], []
-  if args.decode_tokens:
-    params = optim.merge(box["state"]["trainable"], frozen)
-    decode = jax.jit(functools.partial(model.predict, method="greedy",
-                                       max_decode_length=args.decode_tokens))
-    inputs = {"encoder_input_tokens": batch["encoder_input_tokens"]}
-    out = {}
-    dec_warm, dec_times = timed(
-        lambda: out.update(tokens=jax.block_until_ready(decode(params, inputs))), 1,
-        args.decode_repeats)
-    assert out["tokens"].shape == (args.batch_size, args.decode_tokens)
-  n_frozen = sum(x.size for x in jax.tree.leaves(frozen))
+  params = optim.merge(box["state"]["trainable"], frozen)
+  dec_warm, dec_times = jax_decode_times(model, params, batch["encoder_input_tokens"], args)
   return summary("jax", warm, times, dec_warm, dec_times, rss_train, args,
-                 first_loss=float(losses[0]), last_loss=float(losses[-1]),
-                 params=int(n_frozen), trainable=int(trainable["prompt"]["prompt"].size),
-                 threads=os.cpu_count(), optimizer="optax.adafactor (prompt_tuning.optim)",
+                 rss_after_imports_mib=rss_imports, first_loss=losses[0],
+                 last_loss=losses[-1],
+                 params=int(sum(x.size for x in jax.tree.leaves(frozen))),
+                 trainable=int(trainable["prompt"]["prompt"].size),
+                 threads=f"{os.cpu_count()} (all cores: XLA's default)",
+                 optimizer="optax.adafactor (prompt_tuning.optim)",
                  version=f"jax {jax.__version__}")
 
 
-def hf_config(name: str):
-  """A transformers T5Config with the named architecture (random weights, dropout off)."""
+def jax_decode_times(model, params, inputs, args) -> tuple[list[float], list[float]]:
+  """`timed` greedy decoding (jit of `model.predict`); ([], []) when --decode_tokens is 0."""
+  import functools
+  import jax
+  if not args.decode_tokens:
+    return [], []
+  decode = jax.jit(functools.partial(model.predict, method="greedy",
+                                     max_decode_length=args.decode_tokens))
+  batch, out = {"encoder_input_tokens": inputs}, {}
+  times = timed(lambda: out.update(tokens=jax.block_until_ready(decode(params, batch))), 1,
+                args.decode_repeats)
+  assert out["tokens"].shape == (args.batch_size, args.decode_tokens), out["tokens"].shape
+  return times
+
+
+def hf_config(arch: dict):
+  """A transformers T5Config with the architecture `arch` (see `architecture`), dropout off."""
   from transformers import T5Config
-  arch = _architecture(name)
   gated = tuple(arch["mlp_activations"]) == ("gelu", "linear")
   return T5Config(
       vocab_size=arch["vocab_size"], d_model=arch["emb_dim"], d_kv=arch["head_dim"],
@@ -186,15 +201,11 @@ def run_peft(args) -> dict:
   import peft
   import torch
   import transformers
+  rss_imports = peak_rss_mib()
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
-  base = transformers.T5ForConditionalGeneration(hf_config(args.config))
-  if not _architecture(args.config)["logits_via_embedding"]:
-    base = untie_lm_head(base)
-  model = peft.get_peft_model(base, peft.PromptTuningConfig(
-      task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.prompt_length,
-      num_transformer_submodules=1))
+  model = peft_model(args)
   trainable = [p for p in model.parameters() if p.requires_grad]
   optimizer, opt_name = peft_optimizer(trainable)
   b = {k: torch.from_numpy(v).long() for k, v in make_batch(args).items()}
@@ -212,27 +223,47 @@ def run_peft(args) -> dict:
 
   warm, times = timed(step, args.warmup, args.steps)
   rss_train = peak_rss_mib()
-  dec_warm, dec_times = [], []
-  if args.decode_tokens:
-    model.eval()
-    out = {}
-
-    def decode():
-      with torch.no_grad():  # eos None: no early stop, exactly decode_tokens new tokens
-        out["tokens"] = model.generate(
-            input_ids=b["encoder_input_tokens"], attention_mask=mask, do_sample=False,
-            num_beams=1, max_new_tokens=args.decode_tokens, min_new_tokens=args.decode_tokens,
-            eos_token_id=None)
-    dec_warm, dec_times = timed(decode, 1, args.decode_repeats)
-    # generate returns the start token too.
-    assert out["tokens"].shape == (args.batch_size, args.decode_tokens + 1), out["tokens"].shape
+  dec_warm, dec_times = peft_decode_times(model, b["encoder_input_tokens"], mask, args)
   return summary("peft", warm, times, dec_warm, dec_times, rss_train, args,
-                 first_loss=losses[0], last_loss=losses[-1],
+                 rss_after_imports_mib=rss_imports, first_loss=losses[0],
+                 last_loss=losses[-1],
                  params=sum(p.numel() for p in model.parameters() if not p.requires_grad),
                  trainable=sum(p.numel() for p in trainable), threads=torch.get_num_threads(),
                  optimizer=opt_name,
                  version=f"torch {torch.__version__}, transformers {transformers.__version__}, "
                          f"peft {peft.__version__}")
+
+
+def peft_model(args):
+  """Random T5 of `args.arch` wrapped by PEFT prompt tuning, the prompt on the encoder only."""
+  import peft
+  import transformers
+  base = transformers.T5ForConditionalGeneration(hf_config(args.arch))
+  if not args.arch["logits_via_embedding"]:
+    base = untie_lm_head(base)
+  return peft.get_peft_model(base, peft.PromptTuningConfig(
+      task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.prompt_length,
+      num_transformer_submodules=1))
+
+
+def peft_decode_times(model, inputs, mask, args) -> tuple[list[float], list[float]]:
+  """`timed` greedy `generate`; ([], []) when --decode_tokens is 0."""
+  import torch
+  if not args.decode_tokens:
+    return [], []
+  model.eval()
+  out = {}
+
+  def decode():
+    with torch.no_grad():  # eos None: no early stop, exactly decode_tokens new tokens
+      out["tokens"] = model.generate(
+          input_ids=inputs, attention_mask=mask, do_sample=False, num_beams=1,
+          max_new_tokens=args.decode_tokens, min_new_tokens=args.decode_tokens,
+          eos_token_id=None)
+  times = timed(decode, 1, args.decode_repeats)
+  # generate returns the start token too.
+  assert out["tokens"].shape == (args.batch_size, args.decode_tokens + 1), out["tokens"].shape
+  return times
 
 
 # ---- driver -------------------------------------------------------------------------------------
@@ -273,21 +304,23 @@ def markdown_table(results: list[dict], args) -> str:
   def ms(s):
     return "n/a" if s is None else f"{1000 * s:,.0f}"
   head = ("| framework | median step ms | steps/s | examples/s | first step ms | "
-          f"greedy {args.decode_tokens} tokens ms | peak RSS after training MiB | "
-          "peak RSS MiB | frozen params | trainable | loss first → last | CPU used by others |")
+          f"greedy {args.decode_tokens} tokens ms | RSS after imports MiB | "
+          "peak RSS after training MiB | peak RSS MiB | frozen params | trainable | "
+          "loss first → last | CPU used by others |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in results:
     lines.append(
         f"| {r['framework']} | {ms(r['median_step_s'])} | {r['steps_per_s']:.2f} | "
         f"{r['examples_per_s']:.1f} | {ms(r['first_step_s'])} | {ms(r['decode_median_s'])} | "
-        f"{r['peak_rss_train_mib']:,.0f} | {r['peak_rss_mib']:,.0f} | {r['params']:,} | "
-        f"{r['trainable']:,} | {r['first_loss']:.3f} → {r['last_loss']:.3f} | "
+        f"{r['rss_after_imports_mib']:,.0f} | {r['peak_rss_train_mib']:,.0f} | "
+        f"{r['peak_rss_mib']:,.0f} | {r['params']:,} | {r['trainable']:,} | "
+        f"{r['first_loss']:.3f} → {r['last_loss']:.3f} | "
         f"{100 * r['others_cpu_share']:.0f}% |")
   return "\n".join(lines)
 
 
 def settings_line(results: list[dict], args) -> str:
-  parts = [f"{r['framework']}: {r['version']}, {r['optimizer']}, {r['threads']} threads"
+  parts = [f"{r['framework']}: {r['version']}, {r['optimizer']}, threads {r['threads']}"
            for r in results]
   return (f"{args.config} architecture, random weights, float32; batch {args.batch_size}, "
           f"inputs {args.inputs}, targets {args.targets}, prompt {args.prompt_length}; median "
@@ -326,6 +359,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
   parser.add_argument("--write_docs", action="store_true", help=f"write the table into {DOCS}")
   parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+  parser.add_argument("--arch", type=json.loads, help=argparse.SUPPRESS)
   return parser.parse_args(argv)
 
 
@@ -336,6 +370,7 @@ def main(argv=None) -> None:
     print(json.dumps({"jax": run_jax, "peft": run_peft}[args.worker](args)))
     return
   passthrough = [a for a in argv if a != "--write_docs"]
+  passthrough += ["--arch", json.dumps(architecture(args.config))]
   results = []
   for framework in args.frameworks:
     results.append(run_clean(framework, passthrough, args.max_others_share, args.retries))
