@@ -148,6 +148,17 @@ def test_gradient_reaches_the_prompt_and_dropout_needs_rng(prompted):
   assert abs(a - b) > 1e-3
 
 
+def test_remat_recomputes_layers_with_the_same_gradients(prompted):
+  m, params = prompted
+  remat = model.PromptedT5Model(TINY, prompt_length=P, remat=True)
+  frozen = {k: v for k, v in params.items() if k != "prompt"}
+  grad = lambda mdl: jax.jit(jax.grad(
+      lambda t: mdl.loss({**frozen, "prompt": t}, make_batch())[0]))(params["prompt"])
+  jaxpr = str(jax.make_jaxpr(lambda p: remat.loss(p, make_batch())[0])(params))
+  assert "checkpoint" in jaxpr or "remat" in jaxpr
+  np.testing.assert_allclose(grad(remat)["prompt"], grad(m)["prompt"], atol=1e-6)
+
+
 def test_bfloat16_activations(prompted):
   _, params = prompted
   m = model.PromptedT5Model(TINY, prompt_length=P, activation_dtype="bfloat16")

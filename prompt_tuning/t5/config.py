@@ -28,6 +28,7 @@ class T5Config:
   dropout_rate: float = 0.0
   layer_norm_epsilon: float = 1e-6
   dtype: Any = jnp.float32  # activations; parameters are always float32
+  remat: bool = False  # recompute each layer's activations in the backward pass
 
   def replace(self, **changes) -> "T5Config":
     return dataclasses.replace(self, **changes)
