@@ -103,43 +103,51 @@ def make_evaluator(**kwargs) -> Callable[[Any, Any], dict[str, float]]:
 
 def trained_params(model: Any, *, initial_checkpoint_path: str | None, model_dir: str | None,
                    prompt_file: str | None, trainable_regex: str, mesh: Any, rules: Any,
-                   random_seed: int = 0) -> tuple[Any, str]:
-  """Frozen weights plus the trained leaves: PROMPT_FILE if given, else MODEL_DIR's latest."""
+                   random_seed: int = 0) -> tuple[Any, str, int]:
+  """(params, where the trained leaves came from, their step; 0 for a PROMPT_FILE).
+
+  Frozen weights plus the trained leaves: PROMPT_FILE if given, else MODEL_DIR's latest.
+  """
   params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules,
                                   jax.random.PRNGKey(random_seed))
   trainable, frozen = optim.partition(params, trainable_regex)
   if prompt_file is not None:
-    prompt = prompts_io.load_prompt(prompt_file, expected_shape=params["prompt"]["prompt"].shape)
-    trainable = {"prompt": {"prompt": jax.device_put(
-        prompt, trainable["prompt"]["prompt"].sharding)}}
-    return optim.merge(trainable, frozen), f"PROMPT_FILE={prompt_file}"
+    if "prompt" not in params:
+      raise ValueError(f"PROMPT_FILE={prompt_file} is given but the model has no prompt; use "
+                       "a models/*_prompt.gin file.")
+    current = params["prompt"]["prompt"]
+    prompt = prompts_io.load_prompt(prompt_file, expected_shape=current.shape)
+    params["prompt"] = {"prompt": jax.device_put(prompt, current.sharding)}
+    return params, f"PROMPT_FILE={prompt_file}", 0
   if model_dir is None:
     raise ValueError("Neither PROMPT_FILE nor MODEL_DIR is set; give the trained prompt "
                      "(--gin.PROMPT_FILE=...) or the training run (--gin.MODEL_DIR=...).")
   trainable, step = job_ckpt.restore_trainable(model_dir, trainable)
-  return optim.merge(trainable, frozen), f"{model_dir} step {step}"
+  return optim.merge(trainable, frozen), f"{model_dir} step {step}", step
 
 
 def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_name: str,
              task_feature_lengths: dict[str, int], batch_size: int, model_dir: str | None = None,
              prompt_file: str | None = None, split: str = "validation",
              use_rank_classification: bool = False, decode_method: str = "greedy",
-             vocabulary_path: str | None = None, num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
+             vocabulary_path: str | None = None, num_partitions: int = 1,
+             trainable_regex: str = optim.PROMPT_REGEX,
              rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict[str, float]:
   """Evaluates a trained prompt; logs the metrics and writes them under MODEL_DIR/eval."""
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    params, source = trained_params(model, initial_checkpoint_path=initial_checkpoint_path,
-                                    model_dir=model_dir, prompt_file=prompt_file,
-                                    trainable_regex=trainable_regex, mesh=mesh, rules=rules)
-    metrics = evaluate_params(params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
-                              task_feature_lengths=task_feature_lengths, batch_size=batch_size,
-                              split=split, use_rank_classification=use_rank_classification,
-                              decode_method=decode_method, vocabulary_path=vocabulary_path)
+    params, source, step = trained_params(
+        model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
+        prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
+    metrics = evaluate_params(
+        params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
+        task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
+        use_rank_classification=use_rank_classification, decode_method=decode_method,
+        vocabulary_path=vocabulary_path)
   logging.info("Metrics of %s on %s/%s: %s", source, mixture_or_task_name, split, metrics)
   if model_dir is not None:
-    job_utils.Summaries(model_dir, f"eval_{split}").scalars(0, metrics)
+    job_utils.Summaries(model_dir, f"eval_{split}").scalars(step, metrics)
   return metrics
 
 

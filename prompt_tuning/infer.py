@@ -26,7 +26,8 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
           task_feature_lengths: dict[str, int], batch_size: int, output_dir: str,
           split: str = "test", mode: str = "predict", model_dir: str | None = None,
           prompt_file: str | None = None, decode_method: str = "greedy",
-          vocabulary_path: str | None = None, num_partitions: int = 1, trainable_regex: str = optim.PROMPT_REGEX,
+          vocabulary_path: str | None = None, num_partitions: int = 1,
+          trainable_regex: str = optim.PROMPT_REGEX,
           rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> list[str]:
   """Runs every task of the mixture with `split`; returns the paths written."""
   if mode not in MODES:
@@ -37,7 +38,7 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
   partitioning.check_batch_size(batch_size, mesh)
   written = []
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    params, source = eval_lib.trained_params(
+    params, source, _ = eval_lib.trained_params(
         model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
         prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
     logging.info("Inferring with %s.", source)

@@ -183,7 +183,8 @@ class _Loop:
     loss = float(job_utils.to_host(metrics["loss"]))
     finite_update = float(job_utils.to_host(metrics["finite_update"])) == 1.0
     if not (math.isfinite(loss) and finite_update):
-      what = f"The loss is {loss}" if not math.isfinite(loss) else "The updated weights are not finite"
+      what = (f"The loss is {loss}" if not math.isfinite(loss)
+              else "The updated weights are not finite")
       raise NonFiniteLossError(
           f"{what} at step {step}; stopping. The latest checkpoint (step "
           f"{self.mgr.latest_step()}) is the last good one. Lower LEARNING_RATE or check "

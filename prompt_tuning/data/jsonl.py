@@ -159,7 +159,8 @@ def register_jsonl_task(name: str, files: Mapping[str, str | None], *,
   files = {split: os.fspath(path) for split, path in files.items() if path is not None}
   if not files:
     raise errors.DataError("No JSONL file given: set at least one of JSONL_TRAIN, "
-                           "JSONL_VALIDATION, JSONL_TEST (e.g. --gin.JSONL_TRAIN=/data/train.jsonl).")
+                           "JSONL_VALIDATION, JSONL_TEST "
+                           "(e.g. --gin.JSONL_TRAIN=/data/train.jsonl).")
   sizes = {split: check_file(path, split, class_labels=labels) for split, path in files.items()}
   if labels:
     postprocess_fn = functools.partial(postprocessors.label_index, label_names=labels)

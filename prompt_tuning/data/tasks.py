@@ -72,5 +72,5 @@ def with_vocabulary(name: str, vocabulary_path: str | None = None, *, kind: str 
 
 
 def base_name(name: str) -> str:
-  """The user's task name behind a `with_vocabulary` copy ("glue_sst2.vocab_1a2b" -> "glue_sst2")."""
+  """The user's name behind a `with_vocabulary` copy: "glue_sst2.vocab_1a2b" -> "glue_sst2"."""
   return name.split(".vocab_")[0]
