@@ -88,7 +88,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     raise ValueError("MODEL_DIR is not set; pass --gin.MODEL_DIR=/path/for/this/run.")
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
-  job_ckpt.check_run_config(model_dir, run_config(model, trainable_regex))
+  bound_to = run_config(model, trainable_regex)
+  job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     rng = jax.random.PRNGKey(random_seed)
@@ -104,7 +105,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
                        random_seed, skip=first)
     step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
-    loop = _Loop(model, model_dir, mgr, batch_size, train_steps, log_period)
+    loop = _Loop(model, model_dir, mgr, batch_size, train_steps, log_period, bound_to)
     if first and not tf.io.gfile.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
@@ -161,8 +162,8 @@ def _batches(task, lengths, batch_size, shuffle, seed, skip):
 class _Loop:
   """Logging, non-finite checks, checkpoints and prompt export around the step function."""
 
-  def __init__(self, model, model_dir, mgr, batch_size, train_steps, log_period):
-    self.model, self.model_dir, self.mgr = model, model_dir, mgr
+  def __init__(self, model, model_dir, mgr, batch_size, train_steps, log_period, run_config):
+    self.model, self.model_dir, self.mgr, self.run_config = model, model_dir, mgr, run_config
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
@@ -209,6 +210,7 @@ class _Loop:
   def _save(self, step, state):
     meta = {"step": step, "batches_consumed": step, "batch_size": self.batch_size}
     job_ckpt.save(self.mgr, state, meta)
+    job_ckpt.record_run_config(self.model_dir, self.run_config)
     self.export_prompt(step, state)
     logging.info("Saved checkpoint at step %d.", step)
 

@@ -150,6 +150,8 @@ def test_bad_input_gets_one_clear_error(tmp_path, flags, message):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
+  # Nothing was trained, so the MODEL_DIR is not bound to these settings.
+  assert not (tmp_path / "run" / "run_config.json").exists()
 
 
 def test_model_dir_of_another_run_is_refused(tmp_path):

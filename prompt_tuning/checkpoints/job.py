@@ -80,18 +80,23 @@ def restore_trainable(model_dir: str, like: Any, step: int | None = None) -> tup
 
 
 def check_run_config(model_dir: str, run_config: dict) -> None:
-  """Refuses a MODEL_DIR that trains something else; records `run_config` on first use."""
+  """Refuses a MODEL_DIR that holds a run of something else (see `record_run_config`)."""
   path = os.path.join(model_dir, RUN_CONFIG)
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      previous = json.load(f)
-    changed = {k: (previous.get(k), v) for k, v in run_config.items() if previous.get(k) != v}
-    if changed:
-      detail = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
-      raise RunMismatchError(f"MODEL_DIR={model_dir} holds a different run ({detail}). Use a "
-                             "new MODEL_DIR, or the settings of the run already there.")
+  if not tf.io.gfile.exists(path):
     return
-  if jax.process_index() == 0:
+  with tf.io.gfile.GFile(path) as f:
+    previous = json.load(f)
+  changed = {k: (previous.get(k), v) for k, v in run_config.items() if previous.get(k) != v}
+  if changed:
+    detail = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+    raise RunMismatchError(f"MODEL_DIR={model_dir} holds a different run ({detail}). Use a "
+                           "new MODEL_DIR, or the settings of the run already there.")
+
+
+def record_run_config(model_dir: str, run_config: dict) -> None:
+  """Binds MODEL_DIR to `run_config` (process 0, atomically), once it holds a checkpoint."""
+  path = os.path.join(model_dir, RUN_CONFIG)
+  if jax.process_index() == 0 and not tf.io.gfile.exists(path):
     tf.io.gfile.makedirs(model_dir)
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "w") as f:
