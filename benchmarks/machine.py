@@ -1,6 +1,7 @@
 """The machine a benchmark runs on: a one-line description, and how busy its cores are."""
 
 import os
+import pathlib
 import platform
 import re
 import subprocess
@@ -52,3 +53,18 @@ def wait_until_idle(min_idle: float = 0.9, window_s: float = 5.0, timeout_s: flo
     if (busy_cpu_seconds() - before) / (window_s * os.cpu_count()) <= 1 - min_idle:
       return True
   return False
+
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+
+
+def write_docs_block(name: str, text: str, path: pathlib.Path = DOCS) -> None:
+  """Replaces the text between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in `path`."""
+  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+  doc = path.read_text()
+  if begin not in doc or end not in doc:
+    raise ValueError(f"{path} lacks the markers {begin} ... {end}; add them where the table "
+                     "belongs.")
+  block = f"{begin}\n{text}\n{end}"
+  path.write_text(re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc,
+                         flags=re.S))

@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import functools
 import math
-import pathlib
-import re
 import time
 
 import jax
@@ -33,8 +31,6 @@ from prompt_tuning import model as model_lib
 from prompt_tuning import optim, train
 from prompt_tuning.t5 import config as t5_config
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-BEGIN, END = "<!-- memory_analysis:begin -->", "<!-- memory_analysis:end -->"
 OPTIMIZERS = {"adafactor": optim.adafactor, "adam": optim.adam}
 FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
             "decoder_loss_weights")
@@ -157,17 +153,6 @@ def markdown_table(rows: list[Row]) -> str:
   return "\n".join(lines)
 
 
-def write_docs(table: str, settings: str, path: pathlib.Path = DOCS) -> None:
-  """Replaces the text between the memory_analysis markers of docs/performance.md."""
-  text = path.read_text()
-  if BEGIN not in text or END not in text:
-    raise ValueError(f"{path} lacks the markers {BEGIN} ... {END}; add them where the table "
-                     "belongs.")
-  block = f"{BEGIN}\n{settings}\n\n{table}\n{END}"
-  path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                         flags=re.S))
-
-
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", nargs="+", default=["t5_1_1_small"],
@@ -179,7 +164,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                       choices=list(OPTIMIZERS))
   parser.add_argument("--write_docs", action="store_true",
-                      help=f"also write the table into {DOCS}")
+                      help=f"also write the table into {machine.DOCS}")
   return parser.parse_args(argv)
 
 
@@ -198,7 +183,7 @@ def main(argv=None) -> None:
   table = f"{markdown_table(rows)}\n\nSavings (MiB):\n\n{savings_table(rows)}"
   print(settings, table, sep="\n\n")
   if args.write_docs:
-    write_docs(table, settings)
+    machine.write_docs_block("memory_analysis", f"{settings}\n\n{table}")
 
 
 if __name__ == "__main__":

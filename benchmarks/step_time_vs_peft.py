@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import resource
 import statistics
 import subprocess
@@ -44,8 +43,6 @@ import numpy as np
 from benchmarks import machine
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "performance.md"
-BEGIN, END = "<!-- step_time:begin -->", "<!-- step_time:end -->"
 FRAMEWORKS = ("jax", "peft")
 # The paper's Adafactor: constant lr 0.3, decay 0.8, no parameter scaling, weight decay 1e-5.
 LR, DECAY, WEIGHT_DECAY, CLIP = 0.3, 0.8, 1e-5, 1.0
@@ -328,17 +325,6 @@ def settings_line(results: list[dict], args) -> str:
           f"{args.decode_repeats}. {machine.describe()}. " + "; ".join(parts) + ".")
 
 
-def write_docs(text: str, path: pathlib.Path = DOCS) -> None:
-  """Replaces the text between the step_time markers of docs/performance.md."""
-  doc = path.read_text()
-  if BEGIN not in doc or END not in doc:
-    raise ValueError(f"{path} lacks the markers {BEGIN} ... {END}; add them where the table "
-                     "belongs.")
-  block = f"{BEGIN}\n{text}\n{END}"
-  path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc,
-                         flags=re.S))
-
-
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="t5_1_1_small",
@@ -357,7 +343,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "fraction of the cores during its run")
   parser.add_argument("--retries", type=int, default=3)
   parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
-  parser.add_argument("--write_docs", action="store_true", help=f"write the table into {DOCS}")
+  parser.add_argument("--write_docs", action="store_true",
+                      help=f"write the table into {machine.DOCS}")
   parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
   parser.add_argument("--arch", type=json.loads, help=argparse.SUPPRESS)
   return parser.parse_args(argv)
@@ -377,7 +364,7 @@ def main(argv=None) -> None:
   text = f"{settings_line(results, args)}\n\n{markdown_table(results, args)}"
   print(text)
   if args.write_docs:
-    write_docs(text)
+    machine.write_docs_block("step_time", text)
 
 
 if __name__ == "__main__":
