@@ -166,10 +166,14 @@ class _Loop:
     self.model, self.model_dir, self.mgr, self.run_config = model, model_dir, mgr, run_config
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
+    self.eval_summaries = job_utils.Summaries(model_dir, "eval")
     self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
-    self.clock = (time.time(), None)
+    self.clock = None  # (time, step) once the first step, which compiles, has finished
 
   def after_step(self, step, state, metrics, checkpoint):
+    if self.clock is None:  # one wait, so throughput excludes compilation
+      jax.block_until_ready(metrics["loss"])
+      self.clock = (time.time(), step)
     if self.pending:
       self._check(*self.pending)
     self.pending = (step, metrics)
@@ -194,17 +198,13 @@ class _Loop:
   def _log(self, step, metrics):
     host = {k: float(job_utils.to_host(v)) for k, v in metrics.items()}
     start, first_step = self.clock
-    now = time.time()
-    if first_step is None:  # the first interval includes compilation; time from here on
-      self.clock = (now, step)
-      rate = float("nan")
-    else:
-      rate = (step - first_step) * self.batch_size / max(now - start, 1e-9)
-    eta = (self.train_steps - step) * self.batch_size / rate if rate == rate and rate else 0
-    logging.info("step %d  loss %.4f  %.1f examples/s  ETA %.0fs", step, host["loss"], rate,
-                 eta)
-    if rate == rate:  # not NaN
+    if step > first_step:
+      rate = (step - first_step) * self.batch_size / max(time.time() - start, 1e-9)
       host["examples_per_second"] = rate
+      logging.info("step %d  loss %.4f  %.1f examples/s  ETA %.0fs", step, host["loss"], rate,
+                   (self.train_steps - step) * self.batch_size / rate)
+    else:
+      logging.info("step %d  loss %.4f", step, host["loss"])
     self.summaries.scalars(step, host)
 
   def _save(self, step, state):
@@ -226,7 +226,7 @@ class _Loop:
   def evaluate(self, step, evaluator, params):
     metrics = evaluator(params)
     logging.info("eval at step %d: %s", step, metrics)
-    job_utils.Summaries(self.model_dir, "eval").scalars(step, metrics)
+    self.eval_summaries.scalars(step, metrics)
 
   def finish(self, state):
     metrics = {}

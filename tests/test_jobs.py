@@ -100,7 +100,8 @@ def test_train_eval_infer_on_a_jsonl_task(tmp_path):
   assert prompts == ["step_2.npy", "step_4.npy"]
   prompt = np.load(model_dir / "prompts" / "step_4.npy")
   assert prompt.shape == (6, 4) and prompt.dtype == np.float32
-  assert list((model_dir / "train").iterdir()) and list((model_dir / "eval").iterdir())
+  assert {"loss", "learning_rate", "examples_per_second"} <= _summary_tags(model_dir / "train")
+  assert {"jsonl/accuracy", "jsonl/macro_f1"} <= _summary_tags(model_dir / "eval")
 
   common = [*TINY_PROMPT, *data, "--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.PROMPT_LENGTH=6",
             "--gin.BATCH_SIZE=8"]
@@ -120,6 +121,13 @@ def test_train_eval_infer_on_a_jsonl_task(tmp_path):
   assert [p["inputs"] for p in predictions] == inputs == [s["inputs"] for s in scores]
   assert all(isinstance(p["prediction"], str) and p["targets"] for p in predictions)
   assert all(s["score"] < 0 for s in scores)
+
+
+def _summary_tags(folder):
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(folder), size_guidance={"tensors": 0})
+  events.Reload()
+  return set(events.Tags()["tensors"])
 
 
 def test_prompt_file_and_model_dir_give_the_same_scores(tmp_path):
