@@ -8,7 +8,6 @@ trainable leaves, optimizer state and step are saved, and the prompt is exported
 """
 
 import functools
-import itertools
 import math
 import os
 import time
@@ -153,10 +152,10 @@ def _restore(mgr, state, batch_size) -> dict:
 
 def _batches(task, lengths, batch_size, shuffle, seed, skip):
   """This process's slice of each global batch, after the `skip` batches already trained."""
-  batches = features.get_batches(
+  return features.get_batches(
       task, "train", lengths, batch_size // jax.process_count(), shuffle=shuffle, seed=seed,
-      num_epochs=None, shard_index=jax.process_index(), num_shards=jax.process_count())
-  return itertools.islice(batches, skip, None)
+      num_epochs=None, shard_index=jax.process_index(), num_shards=jax.process_count(),
+      skip_batches=skip)
 
 
 class _Loop:

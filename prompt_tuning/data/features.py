@@ -158,7 +158,7 @@ def _shard_info(shard_index: int, num_shards: int) -> seqio.ShardInfo | None:
 def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
                 feature_lengths: Mapping[str, int], batch_size: int, *, shuffle: bool,
                 seed: int | None, num_epochs: int | None, shard_index: int = 0,
-                num_shards: int = 1, drop_remainder: bool = True
+                num_shards: int = 1, drop_remainder: bool = True, skip_batches: int = 0
                 ) -> Iterator[dict[str, np.ndarray]]:
   """Model batches (see the module docstring) of a task or mixture, from tf.data.
 
@@ -173,6 +173,8 @@ def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
     shard_index, num_shards: this process's slice of the data (seqio.ShardInfo), for
       multi-host input: each process reads a disjoint part.
     drop_remainder: drop a last batch smaller than batch_size.
+    skip_batches: batches to pass over first (inside tf.data, without converting them), so
+      a resumed run continues exactly where its checkpoint left the data.
 
   Returns:
     An iterator of dicts of int32 arrays [batch_size, length]. Problems with the arguments
@@ -199,7 +201,7 @@ def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
   ds = ds.padded_batch(
       batch_size, padded_shapes={"inputs": [lengths["inputs"]], "targets": [lengths["targets"]],
                                  "_cut": [], "_index": [], "_task": []},
-      drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+      drop_remainder=drop_remainder).skip(skip_batches).prefetch(tf.data.AUTOTUNE)
   counter = _CutCounter([t.name for t in subtasks], split, lengths, (shard_index, num_shards))
   return _iterate(ds, counter, provider.name, split, batch_size)
 

@@ -95,6 +95,18 @@ def test_shuffled_epochs_are_permutations_and_reproducible():
   assert first[:200] != plain and first[:200] != first[200:]  # reshuffled each epoch
 
 
+def test_skipped_batches_resume_the_same_shuffled_stream():
+  def stream(skip):
+    return features.get_batches(TASK, "train", {"inputs": 32, "targets": 4}, 16, shuffle=True,
+                                seed=3, num_epochs=None, skip_batches=skip)
+  full, resumed = stream(0), stream(17)  # 17 batches of 16 cross the 200-example epoch
+  expected = [next(full) for _ in range(20)][17:]
+  for want in expected:
+    got = next(resumed)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
+
+
 def test_shards_are_disjoint_and_cover_the_split():
   lengths = {"inputs": 32, "targets": 4}
   every = [ex["inputs_pretokenized"] for ex in features.get_examples(TASK, "test", lengths)]
