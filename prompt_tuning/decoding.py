@@ -203,7 +203,7 @@ def t5_decode_fns(module, params: PyTree, encoded: Array, encoder_mask: Array, *
 
   encoded [batch, s_len, embed] and encoder_mask [batch, s_len] bool come from `module.encode`
   (prompt positions included, for a prompted subclass). The state is
-  {'cache': KV cache for max_length decoder positions, 'encoded', 'encoder_mask'}; the
+  {'cache': zeroed KV cache for max_length decoder positions, 'encoded', 'encoder_mask'}; the
   cache indices in it are scalars, shared by all rows, so beam search leaves them alone.
   Call it inside the jitted function that decodes, so `params` are traced, not baked in as
   constants.
@@ -213,12 +213,10 @@ def t5_decode_fns(module, params: PyTree, encoded: Array, encoder_mask: Array, *
                      f"batch_size={batch_size} rows.")
   decode = functools.partial(module.apply, decode=True, max_decode_length=max_length,
                              mutable=["cache"], method=module.decode)
-  # Cache creation is one full-length pass: it sizes the self-attention caches (whose stale
-  # entries are overwritten before they are ever unmasked) and projects the encoding's
-  # keys/values for cross-attention once, instead of at every step.
+  # Cache creation is a full-length pass; only its shapes are needed.
   full_length = jnp.zeros((batch_size, max_length), jnp.int32)
-  _, variables = decode({"params": params}, encoded, encoder_mask, full_length)
-  cache = variables["cache"]
+  _, shapes = jax.eval_shape(decode, {"params": params}, encoded, encoder_mask, full_length)
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
 
   def tokens_to_logits(tokens: Array, state: PyTree) -> tuple[Array, PyTree]:
     """tokens [n, 1] -> (logits [n, vocab] float32, state with the cache advanced by one)."""

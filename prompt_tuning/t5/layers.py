@@ -109,14 +109,11 @@ class MultiHeadAttention(nn.Module):
 
   With `decode=True` it keeps a key/value cache (collection 'cache') and attends from one new
   query position at a time; the first such call (at cache creation) sees the whole length.
-  With `static_kv` (cross-attention: keys and values of the fixed encoding) the projected
-  keys and values are computed at cache creation and reused at every step.
   """
   num_heads: int
   head_dim: int
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
-  static_kv: bool = False
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None = None,
@@ -132,14 +129,10 @@ class MultiHeadAttention(nn.Module):
       return constrain(y, ("batch", "length", "heads", "kv"))
 
     query = project("query", inputs_q, _query_init(self.head_dim))
-    if decode and self.static_kv:
-      key, value = self._static_cache(lambda: (project("key", inputs_kv),
-                                               project("value", inputs_kv)))
-    else:
-      key = project("key", inputs_kv)
-      value = project("value", inputs_kv)
-      if decode:
-        key, value, mask, bias = self._use_cache(key, value, mask, bias)
+    key = project("key", inputs_kv)
+    value = project("value", inputs_kv)
+    if decode:
+      key, value, mask, bias = self._use_cache(key, value, mask, bias)
 
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
     if bias is not None:
@@ -151,15 +144,6 @@ class MultiHeadAttention(nn.Module):
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     out = out.reshape(*out.shape[:2], joined)
     return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype=self.dtype, name="out")(out)
-
-  def _static_cache(self, project_kv):
-    """Keys/values of a fixed input: projected once at cache creation, then read back."""
-    if self.has_variable("cache", "static_key"):
-      return self.get_variable("cache", "static_key"), self.get_variable("cache", "static_value")
-    key, value = project_kv()
-    self.put_variable("cache", "static_key", key)
-    self.put_variable("cache", "static_value", value)
-    return key, value
 
   def _use_cache(self, key, value, mask, bias):
     """Writes this step's key/value at the cache index; returns what the query attends to."""

@@ -27,9 +27,9 @@ def _dropout(cfg: T5Config) -> nn.Dropout:
   return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
 
 
-def _attention(cfg: T5Config, name: str, static_kv: bool = False) -> layers.MultiHeadAttention:
+def _attention(cfg: T5Config, name: str) -> layers.MultiHeadAttention:
   return layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, cfg.dtype,
-                                   static_kv, name=name)
+                                   name=name)
 
 
 def _norm(cfg: T5Config, name: str) -> layers.RMSNorm:
@@ -83,9 +83,8 @@ class DecoderLayer(nn.Module):
                                           deterministic=deterministic)
     x = x + _dropout(cfg)(y, deterministic)
     y = _norm(cfg, "pre_cross_attention_layer_norm")(x)
-    # The encoding is fixed while decoding: its keys/values are projected once, cached.
-    y = _attention(cfg, "encoder_decoder_attention", static_kv=True)(
-        y, encoded, cross_mask, decode=decode, deterministic=deterministic)
+    y = _attention(cfg, "encoder_decoder_attention")(y, encoded, cross_mask,
+                                                     deterministic=deterministic)
     x = x + _dropout(cfg)(y, deterministic)
     y = _norm(cfg, "pre_mlp_layer_norm")(x)
     y = _mlp(cfg)(y, deterministic)
