@@ -178,3 +178,20 @@ def test_divergence_keeps_the_last_good_checkpoint_latest(tmp_path):
   assert "latest checkpoint (step 3)" in proc.stderr
   assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["3"]
   assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == ["step_3.npy"]
+
+
+def test_model_tuning_run_then_prompt_tuning_on_its_checkpoint(tmp_path):
+  tuned = tmp_path / "model_tuned"
+  run_job("train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/model_finetune.gin",
+          "--gin_file=data/demo.gin", "--gin.INITIAL_CHECKPOINT_PATH=None",
+          f"--gin.MODEL_DIR={tuned}", "--gin.BATCH_SIZE=8", "--gin.TRAIN_STEPS=2",
+          "--gin.CHECKPOINT_PERIOD=2", "--gin.EVAL_PERIOD=None")
+  assert not (tuned / "prompts").exists()
+  assert json.loads((tuned / "run_config.json").read_text())["trainable_regex"] == ".*"
+  # The model-tuned weights are a frozen starting point for prompt tuning.
+  prompted = tmp_path / "prompted"
+  proc = run_job("train", *_train_flags(prompted, "--gin.TRAIN_STEPS=1",
+                                        "--gin.CHECKPOINT_PERIOD=1",
+                                        f"--gin.INITIAL_CHECKPOINT_PATH={tuned / 'checkpoints'}"))
+  assert "the frozen model is RANDOM" not in proc.stderr
+  assert np.load(prompted / "prompts" / "step_1.npy").shape == (6, 4)
