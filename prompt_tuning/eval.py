@@ -8,7 +8,6 @@ output) is the same whatever the number of hosts.
 """
 
 import functools
-import os
 from typing import Any, Callable, Iterator, Sequence
 
 import jax

@@ -79,10 +79,6 @@ def _divisible(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh,
   return PartitionSpec(*entries)
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Examples split over 'data'; every model-parallel device of a replica sees the same rows."""
   return NamedSharding(mesh, PartitionSpec("data"))
