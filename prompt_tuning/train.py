@@ -103,7 +103,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
                        random_seed, skip=first)
     step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
-    loop = _Loop(model, model_dir, mgr, batch_size, train_steps, log_period, bound_to)
+    loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to)
     if first and not tf.io.gfile.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
@@ -160,8 +160,8 @@ def _batches(task, lengths, batch_size, shuffle, seed, skip):
 class _Loop:
   """Logging, non-finite checks, checkpoints and prompt export around the step function."""
 
-  def __init__(self, model, model_dir, mgr, batch_size, train_steps, log_period, run_config):
-    self.model, self.model_dir, self.mgr, self.run_config = model, model_dir, mgr, run_config
+  def __init__(self, model_dir, mgr, batch_size, train_steps, log_period, run_config):
+    self.model_dir, self.mgr, self.run_config = model_dir, mgr, run_config
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.eval_summaries = job_utils.Summaries(model_dir, "eval")
