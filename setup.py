@@ -15,7 +15,8 @@ setuptools.setup(
     package_dir={"prompt_tuning.gin_configs": "gin_configs"},
     package_data={
         "prompt_tuning.gin_configs": ["*.gin", "*/*.gin"],
-        "prompt_tuning.data": ["assets/*"],
+        "prompt_tuning.data": ["assets/*", "assets/wordnet/*"],
+        "prompt_tuning.pretrained": ["t5_1_1_mini/*"],
     },
     install_requires=[
         "jax>=0.4.30",
@@ -38,5 +39,6 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
         "parity": ["torch", "transformers>=4.40", "peft>=0.10"],
+        "plots": ["matplotlib>=3.7"],
     },
 )

@@ -30,27 +30,32 @@ def is_tiny(config: t5_config.T5Config) -> bool:
 
 
 def frozen_params(config: t5_config.T5Config, path: str | None, shardings: Any,
-                  rng: jax.Array) -> Any:
-  """The frozen T5, read from `path` into `shardings`, or random when path is None (tiny)."""
+                  rng: jax.Array, from_scratch: bool = False) -> Any:
+  """The T5, read from `path` into `shardings`, or random when path is None: for the tiny
+  config (tests, demos) or, with `from_scratch`, any config (pretraining)."""
   if path is None:
-    if not is_tiny(config):
+    if from_scratch:
+      logging.info("INITIAL_CHECKPOINT_PATH=None: training from random weights.")
+    elif not is_tiny(config):
       raise ValueError("INITIAL_CHECKPOINT_PATH=None (a random frozen model) is only for the "
                        "tiny config; give the path of a T5X or Hugging Face checkpoint.")
-    logging.warning("*** INITIAL_CHECKPOINT_PATH=None: the frozen model is RANDOM (tiny "
-                    "config, for tests and demos). Its outputs mean nothing. ***")
+    else:
+      logging.warning("*** INITIAL_CHECKPOINT_PATH=None: the frozen model is RANDOM (tiny "
+                      "config, for tests and demos). Its outputs mean nothing. ***")
     init = jax.jit(lambda r: network.init_params(config, r), out_shardings=shardings)
     return init(rng)
   return loading.load_params(path, config, shardings=shardings)
 
 
 def place_params(model: Any, initial_checkpoint_path: str | None, mesh: jax.sharding.Mesh,
-                 rules: partitioning.Rules, rng: jax.Array) -> Any:
+                 rules: partitioning.Rules, rng: jax.Array, from_scratch: bool = False) -> Any:
   """Every parameter of `model`, each in its sharding: frozen T5 plus initialised additions."""
   frozen_rng, init_rng = jax.random.split(rng)
   shardings = param_shardings(model, mesh, rules)
   frozen_shardings = partitioning.logical_to_sharding(
       network.param_axes(model.config), mesh, rules, network.param_shapes(model.config))
-  frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng)
+  frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng,
+                         from_scratch)
   return jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng, frozen)
 
 

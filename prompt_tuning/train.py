@@ -74,8 +74,14 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
           trainable_regex: str = optim.PROMPT_REGEX, random_seed: int = 0,
           shuffle: bool = True, log_period: int = 10, keep_checkpoints: int | None = None,
           evaluator: Any = None, vocabulary_path: str | None = None,
-          rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict:
+          rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+          from_scratch: bool = False, eval_before_training: bool = False) -> dict:
   """Trains `model`'s trainable leaves; returns the last step's metrics as host floats.
+
+  `from_scratch` lets INITIAL_CHECKPOINT_PATH=None mean random weights for any size
+  (pretraining, runs/pretrain.gin); otherwise only the tiny test config may be random.
+  `eval_before_training` evaluates the initial prompt (step 0) of a run that starts fresh,
+  so the log shows what training bought.
 
   `vocabulary_path` (VOCABULARY_PATH) re-tokenizes the task with the model's vocabulary
   (mT5, a Hugging Face checkpoint's spiece.model); None keeps the task's own.
@@ -91,7 +97,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     rng = jax.random.PRNGKey(random_seed)
-    params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng)
+    params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng,
+                                    from_scratch)
     trainable, frozen = optim.partition(params, trainable_regex)
     del params
     state = _initial_state(optimizer, trainable)
@@ -107,6 +114,9 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     if first and not tf.io.gfile.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
+    if evaluator is not None and eval_before_training and first == 0:
+      loop.evaluate(0, functools.partial(evaluator, mesh=mesh),
+                    optim.merge(state["trainable"], frozen))
     for step in range(first + 1, train_steps + 1):
       batch = partitioning.global_batch(next(batches), mesh)
       state, metrics = step_fn(state, frozen, batch, dropout_seed)
@@ -167,6 +177,8 @@ class _Loop:
     self.eval_summaries = job_utils.Summaries(model_dir, "eval")
     self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
     self.clock = None  # (time, step) once the first step, which compiles, has finished
+    self.evals = []  # (step, metrics) of every evaluation, for the closing summary
+    self.last_prompt = None
 
   def after_step(self, step, state, metrics, checkpoint):
     if self.clock is None:  # one wait, so throughput excludes compilation
@@ -218,20 +230,32 @@ class _Loop:
     if prompt is None:
       return
     array = job_utils.to_host(prompt)
+    self.last_prompt = prompt_path(self.model_dir, step)
     if jax.process_index() == 0:
-      prompts_io.save_prompt(prompt_path(self.model_dir, step), array)
+      prompts_io.save_prompt(self.last_prompt, array)
 
   def evaluate(self, step, evaluator, params):
     metrics = evaluator(params)
     logging.info("eval at step %d: %s", step, metrics)
     self.eval_summaries.scalars(step, metrics)
+    self.evals.append((step, metrics))
 
   def finish(self, state):
     metrics = {}
     if self.pending:
       self._check(*self.pending)
       metrics = {k: float(job_utils.to_host(v)) for k, v in self.pending[1].items()}
+    if self.evals:
+      (first, first_metrics), (last, last_metrics) = self.evals[0], self.evals[-1]
+      logging.info("Metrics at step %d: %s; at step %d: %s.", first, _rounded(first_metrics),
+                   last, _rounded(last_metrics))
+    if self.last_prompt:
+      logging.info("The prompt was written to %s.", self.last_prompt)
     return {**metrics, "step": int(job_utils.to_host(state["step"]))}
+
+
+def _rounded(metrics: dict) -> dict:
+  return {k: round(float(v), 2) for k, v in metrics.items()}
 
 
 def main() -> None:

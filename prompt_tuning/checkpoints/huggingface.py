@@ -18,6 +18,7 @@ equals the embedding. So an unscaled checkpoint without `lm_head.weight` gets
 import json
 import os
 import re
+import shutil
 import struct
 from typing import Any
 
@@ -264,3 +265,92 @@ def read_huggingface(path: str, config: T5Config | None = None) -> dict[str, Laz
     lazy["decoder/logits_dense/kernel"] = _lazy(tensors["shared.weight"], True,
                                                 f"{path}:shared.weight (tied lm_head)")
   return lazy
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: T5X tree -> Hugging Face directory
+
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16"}
+
+
+def hf_names(config: T5Config) -> list[str]:
+  """Every Hugging Face tensor name of a T5 1.1-style (gated, untied) model of `config`."""
+  names = ["shared.weight", "lm_head.weight", "encoder.final_layer_norm.weight",
+           "decoder.final_layer_norm.weight"]
+  mlp = [f"DenseReluDense.{w}.weight" for w in ("wi_0", "wi_1", "wo")]
+  for stack, layers, blocks in (("encoder", config.num_encoder_layers, ("SelfAttention",)),
+                                ("decoder", config.num_decoder_layers,
+                                 ("SelfAttention", "EncDecAttention"))):
+    names.append(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+    for i in range(layers):
+      for j, module in enumerate(blocks):
+        names += [f"{stack}.block.{i}.layer.{j}.{module}.{p}.weight" for p in "qkvo"]
+        names.append(f"{stack}.block.{i}.layer.{j}.layer_norm.weight")
+      j = len(blocks)
+      names += [f"{stack}.block.{i}.layer.{j}.{m}" for m in mlp]
+      names.append(f"{stack}.block.{i}.layer.{j}.layer_norm.weight")
+  return names
+
+
+def hf_config(config: T5Config) -> dict[str, Any]:
+  """config.json of a T5 1.1-style model (transformers' T5Config keys)."""
+  return {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+          "d_model": config.emb_dim, "d_kv": config.head_dim, "d_ff": config.mlp_dim,
+          "num_heads": config.num_heads, "num_layers": config.num_encoder_layers,
+          "num_decoder_layers": config.num_decoder_layers, "vocab_size": config.vocab_size,
+          "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+          "scale_decoder_outputs": False,
+          "relative_attention_num_buckets": config.relative_attention_num_buckets,
+          "relative_attention_max_distance": config.relative_attention_max_distance,
+          "dropout_rate": 0.0, "layer_norm_epsilon": config.layer_norm_epsilon,
+          "is_encoder_decoder": True, "pad_token_id": 0, "eos_token_id": 1,
+          "decoder_start_token_id": 0}
+
+
+def write_safetensors(file: str, tensors: dict[str, np.ndarray]) -> None:
+  """Writes `tensors` (float32 or bfloat16) as one .safetensors file."""
+  header, offset = {}, 0
+  for name, array in tensors.items():
+    size = array.nbytes
+    header[name] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
+                    "data_offsets": [offset, offset + size]}
+    offset += size
+  encoded = json.dumps(header, separators=(",", ":")).encode()
+  encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
+  with open(file, "wb") as f:
+    f.write(struct.pack("<Q", len(encoded)) + encoded)
+    for array in tensors.values():
+      f.write(np.ascontiguousarray(array).tobytes())
+
+
+def write_huggingface(params: dict, config: T5Config, out_dir: str, *,
+                      dtype: Any = ml_dtypes.bfloat16, extra_files: dict[str, str] | None = None
+                      ) -> None:
+  """Writes the T5X parameter tree `params` as a Hugging Face T5 directory at `out_dir`:
+  config.json and model.safetensors (in `dtype`), plus `extra_files` {name: source file}
+  (e.g. spiece.model). Only T5 1.1-style models (gated GELU, untied logits).
+
+  The directory appears whole or not at all: it is written beside and renamed into place.
+  """
+  if config.mlp_activations != ("gelu", "linear") or config.logits_via_embedding:
+    raise ValueError("write_huggingface writes T5 1.1-style models (gated GELU, untied "
+                     "logits) only.")
+  flat = base.flatten(params)
+  tensors = {}
+  for name in hf_names(config):
+    key, transpose = t5x_key(name)
+    array = np.asarray(flat[key], np.float32)
+    tensors[name] = (array.T if transpose else array).astype(dtype)
+  tmp = out_dir.rstrip("/") + ".tmp"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  write_safetensors(os.path.join(tmp, WEIGHTS_FILE), tensors)
+  with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump(hf_config(config), f, indent=2)
+  for name, source in (extra_files or {}).items():
+    with open(source, "rb") as src, open(os.path.join(tmp, name), "wb") as dst:
+      dst.write(src.read())
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.replace(tmp, out_dir)

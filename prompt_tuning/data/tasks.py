@@ -1,6 +1,6 @@
 """Finding registered seqio tasks and mixtures by name.
 
-Importing this module registers every built-in task (GLUE, SuperGLUE, the demo); JSONL tasks
+Importing this module registers every built-in task (GLUE, SuperGLUE, WordNet, the demo); JSONL tasks
 register when `prompt_tuning.data.jsonl.jsonl_task` is called (by gin). Names: docs/data.md.
 """
 
@@ -10,9 +10,9 @@ import seqio
 
 from prompt_tuning.data import errors, registry, vocabularies
 # Imported for their registrations.
-from prompt_tuning.data import demo, glue, super_glue  # pylint: disable=unused-import
+from prompt_tuning.data import demo, glue, super_glue, wordnet  # pylint: disable=unused-import
 
-BUILTIN_TASKS = (*glue.TASK_NAMES, *super_glue.TASK_NAMES, demo.TASK_NAME)
+BUILTIN_TASKS = (*glue.TASK_NAMES, *super_glue.TASK_NAMES, *wordnet.TASK_NAMES, demo.TASK_NAME)
 BUILTIN_MIXTURES = super_glue.MIXTURE_NAMES
 
 

@@ -47,9 +47,12 @@ def _t5_1_0(emb, heads, head_dim, mlp, layers):
 
 # Sizes as published (T5 1.1 / LM-adapted / Flan-T5, T5 1.0, mT5). `t5_1_1_tiny` matches the
 # T5X test checkpoint: embed 4, 2 heads of 2, MLP 8, 2+2 layers, 4 buckets up to distance 8.
+# `t5_1_1_mini` is this project's own pretrained model (prompt_tuning/pretrained/): 10.5M
+# parameters, 8,192 ids (its own SentencePiece vocabulary).
 CONFIGS: dict[str, T5Config] = {
     "t5_1_1_tiny": _t5_1_1(4, 2, 2, 8, 2).replace(
         relative_attention_num_buckets=4, relative_attention_max_distance=8),
+    "t5_1_1_mini": _t5_1_1(256, 4, 64, 512, 4, vocab=8192),
     "t5_1_1_small": _t5_1_1(512, 6, 64, 1024, 8),
     "t5_1_1_base": _t5_1_1(768, 12, 64, 2048, 12),
     "t5_1_1_large": _t5_1_1(1024, 16, 64, 2816, 24),

@@ -10,6 +10,7 @@ import checkpoint_helpers as helpers
 from checkpoint_helpers import hf_models  # noqa: F401 (fixtures)
 from prompt_tuning.checkpoints import huggingface, loading
 from prompt_tuning.checkpoints.base import CheckpointError
+from prompt_tuning.checkpoints.base import flatten as base_flatten
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -143,3 +144,47 @@ def test_lazy_reads_only_the_slice(hf_models):
   weight = model.encoder.block[1].layer[1].DenseReluDense.wo.weight.detach().numpy()
   np.testing.assert_array_equal(part, weight.T[16:32, 8:16])
   assert part.flags.c_contiguous and part.dtype == np.float32
+
+
+def _random_t5_1_1(seed=0):
+  config = t5_config.T5Config(vocab_size=100, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
+                              num_encoder_layers=2, num_decoder_layers=3,
+                              relative_attention_num_buckets=8,
+                              relative_attention_max_distance=16)
+  import jax  # pylint: disable=g-import-not-at-top
+  return config, jax.tree.map(np.asarray, network.init_params(config, jax.random.PRNGKey(seed)))
+
+
+def test_written_checkpoint_runs_in_transformers(tmp_path):
+  """write_huggingface (float32) -> transformers computes our logits; our reader round-trips."""
+  pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  config, params = _random_t5_1_1()
+  huggingface.write_huggingface(params, config, str(tmp_path / "hf"), dtype=np.float32)
+  ours = np.asarray(network.Transformer(config).apply(
+      {"params": params}, jnp.asarray(helpers.ENCODER_TOKENS),
+      jnp.asarray(helpers.DECODER_TOKENS)))
+  model = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+  np.testing.assert_allclose(helpers.hf_logits(model), ours, atol=1e-4, rtol=1e-5)
+  assert huggingface.config_from_hf(tmp_path / "hf").replace(dropout_rate=0.0) == config
+  read = loading.load_params(tmp_path / "hf", config)
+  for path, value in base_flatten(params).items():
+    np.testing.assert_array_equal(base_flatten(read)[path], value, err_msg=path)
+
+
+def test_written_bfloat16_loads_as_rounded_float32(tmp_path):
+  config, params = _random_t5_1_1(1)
+  huggingface.write_huggingface(params, config, str(tmp_path / "hf"),
+                                extra_files={"notes.txt": __file__})
+  assert (tmp_path / "hf" / "notes.txt").is_file()
+  assert not (tmp_path / "hf.tmp").exists()
+  read = base_flatten(loading.load_params(tmp_path / "hf", config))
+  for path, value in base_flatten(params).items():
+    assert read[path].dtype == np.float32
+    np.testing.assert_array_equal(read[path], value.astype(jnp.bfloat16).astype(np.float32))
+
+
+def test_writer_refuses_t5_1_0(tmp_path):
+  config = t5_config.get_config("t5_1_0_small")
+  with pytest.raises(ValueError, match="T5 1.1-style"):
+    huggingface.write_huggingface({}, config, str(tmp_path / "hf"))

@@ -1,0 +1,37 @@
+"""Models pretrained and shipped by this project (see docs/mini_t5.md).
+
+`t5_1_1_mini`: a T5 1.1 (gated GELU, untied logits) of 10.5M parameters, pretrained from
+scratch on WordNet 3.0 by span corruption and then LM-adapted, with its own 8,192-id
+SentencePiece vocabulary (8,092 pieces + 100 sentinels). Stored as a Hugging Face directory
+(config.json, bfloat16 model.safetensors, spiece.model), loaded as float32; remade from nothing
+by `python -m prompt_tuning.pretrained.make_mini`.
+"""
+
+import os
+
+import gin
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+MINI_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini")
+MINI_VOCABULARY_PATH = os.path.join(MINI_DIR, "spiece.model")
+
+
+def _require(path: str) -> str:
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"The shipped mini T5 file {path!r} is missing: the package was installed without "
+        "its data. Reinstall it (pip install -e .), or remake the model with "
+        "`python -m prompt_tuning.pretrained.make_mini`.")
+  return path
+
+
+@gin.configurable(module="prompt_tuning.pretrained")
+def mini_checkpoint_path() -> str:
+  """The shipped LM-adapted mini T5 (a Hugging Face directory), for INITIAL_CHECKPOINT_PATH."""
+  return _require(MINI_DIR)
+
+
+@gin.configurable(module="prompt_tuning.pretrained")
+def mini_vocabulary_path() -> str:
+  """The mini T5's SentencePiece model, for VOCABULARY_PATH."""
+  return _require(MINI_VOCABULARY_PATH)
