@@ -1,5 +1,6 @@
 """A small Python API beside gin, for notebooks.
 
+    model, frozen = api.load_frozen()    # the shipped mini T5 (vocabulary: api.MINI_VOCABULARY)
     model, frozen = api.load_frozen("/ckpt/t5_1_1_lm100k_base_hf")      # or a T5X checkpoint
     model, params = api.add_prompt(model, frozen, prompt_length=100,
                                    initializer=prompts.class_labels(["negative", "positive"]))
@@ -19,24 +20,28 @@ import jax
 import numpy as np
 
 from prompt_tuning import model as model_lib
-from prompt_tuning import prompts
+from prompt_tuning import pretrained, prompts
 from prompt_tuning.t5 import config as t5_config
 
 Texts = Sequence[str] | Sequence[Sequence[int]]
+MINI_VOCABULARY = pretrained.MINI_VOCABULARY_PATH  # the shipped mini T5's SentencePiece model
 
 
-def load_frozen(path: str, config: str | t5_config.T5Config | None = None,
+def load_frozen(path: str | None = None, config: str | t5_config.T5Config | None = None,
                 activation_dtype: str = "float32") -> tuple[model_lib.T5Model, Any]:
   """A frozen T5 and its weights from a checkpoint directory.
 
   Args:
-    path: a Hugging Face T5 directory (config.json, safetensors) or a T5X checkpoint.
+    path: a Hugging Face T5 directory (config.json, safetensors) or a T5X checkpoint; None
+      is the shipped mini T5 (docs/mini_t5.md), whose vocabulary is MINI_VOCABULARY.
     config: a size name ('t5_1_1_base') or T5Config; None reads a Hugging Face config.json.
     activation_dtype: 'float32' (CPU) or 'bfloat16' (TPU/GPU).
   Returns:
     (T5Model, params: nested dict of float32 numpy arrays).
   """
   from prompt_tuning.checkpoints import huggingface, loading
+  if path is None:
+    path = pretrained.mini_checkpoint_path()
   if config is None:
     config = huggingface.config_from_hf(path)
   elif isinstance(config, str):

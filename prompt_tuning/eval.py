@@ -49,9 +49,15 @@ def decode_texts(model: Any, params: Any, task: Any, examples: Sequence[dict],
 def scores(model: Any, params: Any, examples: Sequence[dict], batch_size: int,
            feature_lengths: dict[str, int], mesh: Any) -> np.ndarray:
   """[num_examples] log-likelihood of each example's targets (EOS included), in order."""
-  score = jax.jit(model.score)
+  score = _jitted(model.score)
   chunks = list(run_batches(score, params, examples, batch_size, feature_lengths, mesh))
   return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(method: Callable) -> Callable:
+  """One compiled function per bound method, so periodic evals in a run compile once."""
+  return jax.jit(method)
 
 
 def rank_classify(model: Any, params: Any, task: Any, examples: Sequence[dict],

@@ -14,6 +14,8 @@ Stages, each skipped when its output exists, so an interrupted run resumes where
                      config.json, spiece.model, the WordNet licence): the LM-adapted one into
                      the package (prompt_tuning/pretrained/t5_1_1_mini/), the span-corruption
                      one into WORK_DIR/t5_1_1_mini_span_corruption/.
+  6. report          the loss curves of both stages (a PNG, with matplotlib) and
+                     WORK_DIR/report.json: steps, tokens seen, losses and minutes per stage.
 Needs WordNet's data files (Debian: `apt-get install wordnet-base`).
 """
 
@@ -36,7 +38,12 @@ flags.DEFINE_string("output_dir", pretrained.MINI_DIR, "The LM-adapted model's d
 flags.DEFINE_integer("vocab_pieces", 8092, "SentencePiece pieces (+100 sentinels).")
 flags.DEFINE_integer("span_corruption_steps", 1600, "Span-corruption steps (batch 64).")
 flags.DEFINE_integer("lm_adapt_steps", 500, "LM-adaptation steps (batch 64).")
-flags.DEFINE_integer("lm_adapt_chunk_length", 48, "Tokens per prefix-LM chunk.")
+flags.DEFINE_integer("lm_adapt_chunk_length", 32, "Tokens per prefix-LM chunk.")
+flags.DEFINE_string("plot", os.path.join(os.path.dirname(os.path.dirname(pretrained.PACKAGE_DIR)),
+                                         "docs", "mini_t5_loss.png"), "Loss-curve PNG.")
+
+BATCH_SIZE = 64  # runs/pretrain.gin's
+SPAN_CORRUPTION_CHUNK = 64  # runs/pretrain.gin's PRETRAIN_CHUNK_LENGTH
 
 MODEL_GIN = "models/t5_1_1_mini.gin"
 
@@ -105,9 +112,56 @@ def main(argv) -> None:
                      f"--gin.PRETRAIN_CHUNK_LENGTH={FLAGS.lm_adapt_chunk_length}")
   export(span_corruption, os.path.join(FLAGS.work_dir, "t5_1_1_mini_span_corruption"), vocab)
   export(lm_adapted, FLAGS.output_dir, vocab)
-  with open(os.path.join(FLAGS.work_dir, "timing.json"), "w", encoding="utf-8") as f:
-    json.dump({"seconds_this_invocation": time.time() - start}, f)
+  report(FLAGS.work_dir, FLAGS.plot)
   logging.info("Done in %.0f s.", time.time() - start)
+
+
+def _losses(model_dir: str) -> list[tuple[int, float, float]]:
+  """(step, loss, wall time) of a run's TensorBoard 'loss' scalars."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  from tensorflow import make_ndarray  # pylint: disable=import-outside-toplevel
+  events = event_accumulator.EventAccumulator(os.path.join(model_dir, "train"),
+                                              size_guidance={"tensors": 0})
+  events.Reload()
+  points = {e.step: (float(make_ndarray(e.tensor_proto)), e.wall_time)
+            for e in events.Tensors("loss")}  # a resumed run may log a step twice
+  return [(step, *points[step]) for step in sorted(points)]
+
+
+def report(work_dir: str, plot: str) -> dict:
+  """Loss curves (PNG) and WORK_DIR/report.json of both training stages."""
+  stages = {"span_corruption": SPAN_CORRUPTION_CHUNK, "lm_adapt": FLAGS.lm_adapt_chunk_length}
+  summary, curves, offset = {}, {}, 0
+  for stage, chunk in stages.items():
+    points = _losses(os.path.join(work_dir, stage))
+    steps = points[-1][0]
+    curves[stage] = [(offset + s, loss) for s, loss, _ in points]
+    summary[stage] = {"steps": steps, "tokens_seen": steps * BATCH_SIZE * chunk,
+                      "first_loss": points[0][1], "last_loss": points[-1][1],
+                      "minutes_logged": (points[-1][2] - points[0][2]) / 60}
+    offset += steps
+  with open(os.path.join(work_dir, "report.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    logging.warning("matplotlib is not installed (pip install matplotlib); no loss plot.")
+    return summary
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for stage, label in (("span_corruption", "span corruption"),
+                       ("lm_adapt", "LM adaptation (prefix LM)")):
+    ax.plot(*zip(*curves[stage]), label=label)
+  ax.set_xlabel("step (batch 64)")
+  ax.set_ylabel("training loss (nats per target token)")
+  ax.set_title("t5_1_1_mini pretraining on WordNet 3.0")
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(plot, dpi=100)
+  logging.info("Loss curves: %s; report: %s", plot, summary)
+  return summary
 
 
 if __name__ == "__main__":
