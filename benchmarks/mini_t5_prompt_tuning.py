@@ -1,6 +1,6 @@
 """Prompt tuning of the shipped mini T5 on the WordNet tasks, against its baselines.
 
-    python -m benchmarks.mini_t5_prompt_tuning --span_corruption_model=/tmp/t5_1_1_mini/t5_1_1_mini_span_corruption
+    python -m benchmarks.mini_t5_prompt_tuning
 
 For each task (wordnet_topic, wordnet_pos) and seed, a class-label-initialised prompt is
 trained with the paper's optimizer (Adafactor, constant 0.3) on three frozen models of the
@@ -166,14 +166,13 @@ def run(args) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--span_corruption_model", required=True,
-                      help="the span-corruption-only checkpoint (make_mini's WORK_DIR/"
-                           "t5_1_1_mini_span_corruption)")
+  parser.add_argument("--span_corruption_model", default=pretrained.MINI_SPAN_CORRUPTION_DIR,
+                      help="the span-corruption-only checkpoint of the same run")
   parser.add_argument("--out_dir", default="/tmp/mini_t5_prompt_tuning")
   parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
   parser.add_argument("--steps", type=int, default=300)
-  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--prompt_length", type=int, default=20)
   parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
   return parser.parse_args(argv)

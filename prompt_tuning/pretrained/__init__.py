@@ -14,13 +14,17 @@ import gin
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MINI_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini")
 MINI_VOCABULARY_PATH = os.path.join(MINI_DIR, "spiece.model")
+# The same run before LM adaptation, for comparisons: in the repository (a clone or an
+# editable install), not in the installed package, which keeps under 30 MB.
+MINI_SPAN_CORRUPTION_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini_span_corruption")
 
 
 def _require(path: str) -> str:
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"The shipped mini T5 file {path!r} is missing: the package was installed without "
-        "its data. Reinstall it (pip install -e .), or remake the model with "
+        f"The mini T5 file {path!r} is missing: the package was installed without it (the "
+        "span-corruption-only model is in the repository, not the package). Install from a "
+        "clone with `pip install -e .`, or remake both models with "
         "`python -m prompt_tuning.pretrained.make_mini`.")
   return path
 
@@ -29,6 +33,12 @@ def _require(path: str) -> str:
 def mini_checkpoint_path() -> str:
   """The shipped LM-adapted mini T5 (a Hugging Face directory), for INITIAL_CHECKPOINT_PATH."""
   return _require(MINI_DIR)
+
+
+@gin.configurable(module="prompt_tuning.pretrained")
+def mini_span_corruption_path() -> str:
+  """The mini T5 before LM adaptation (span corruption only), a Hugging Face directory."""
+  return _require(MINI_SPAN_CORRUPTION_DIR)
 
 
 @gin.configurable(module="prompt_tuning.pretrained")

@@ -13,7 +13,8 @@ Stages, each skipped when its output exists, so an interrupted run resumes where
   5. export          both checkpoints as Hugging Face directories (bfloat16 safetensors,
                      config.json, spiece.model, the WordNet licence): the LM-adapted one into
                      the package (prompt_tuning/pretrained/t5_1_1_mini/), the span-corruption
-                     one into WORK_DIR/t5_1_1_mini_span_corruption/.
+                     one beside it (t5_1_1_mini_span_corruption/: in the repository, not in
+                     the installed package).
   6. report          the loss curves of both stages (a PNG, with matplotlib) and
                      WORK_DIR/report.json: steps, tokens seen, losses and minutes per stage.
 Needs WordNet's data files (Debian: `apt-get install wordnet-base`).
@@ -35,6 +36,8 @@ flags.DEFINE_string("work_dir", "/tmp/t5_1_1_mini", "Corpus, vocabulary and trai
 flags.DEFINE_string("wordnet_dir", wordnet.WORDNET_DIR, "WordNet 3.0's dict/ directory.")
 flags.DEFINE_string("tasks_dir", wordnet.ASSETS_DIR, "Where the task JSONL files go.")
 flags.DEFINE_string("output_dir", pretrained.MINI_DIR, "The LM-adapted model's directory.")
+flags.DEFINE_string("span_corruption_output_dir", pretrained.MINI_SPAN_CORRUPTION_DIR,
+                    "The span-corruption-only model's directory.")
 flags.DEFINE_integer("vocab_pieces", 8092, "SentencePiece pieces (+100 sentinels).")
 flags.DEFINE_integer("span_corruption_steps", 1600, "Span-corruption steps (batch 64).")
 flags.DEFINE_integer("lm_adapt_steps", 500, "LM-adaptation steps (batch 64).")
@@ -110,7 +113,7 @@ def main(argv) -> None:
   lm_adapted = train("lm_adapt", "runs/lm_adapt.gin", FLAGS.lm_adapt_steps, *data,
                      f"--gin.INITIAL_CHECKPOINT_PATH={span_corruption}",
                      f"--gin.PRETRAIN_CHUNK_LENGTH={FLAGS.lm_adapt_chunk_length}")
-  export(span_corruption, os.path.join(FLAGS.work_dir, "t5_1_1_mini_span_corruption"), vocab)
+  export(span_corruption, FLAGS.span_corruption_output_dir, vocab)
   export(lm_adapted, FLAGS.output_dir, vocab)
   report(FLAGS.work_dir, FLAGS.plot)
   logging.info("Done in %.0f s.", time.time() - start)
