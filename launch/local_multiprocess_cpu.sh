@@ -1,18 +1,100 @@
 #!/usr/bin/env bash
-# Two JAX processes on this host (4 CPU devices each, gloo collectives on 127.0.0.1), the
-# way a multi-host job runs: each process feeds its slice of every batch.
-#   launch/local_multiprocess_cpu.sh MODEL_DIR [extra flags for both processes]
+# Several JAX processes on this machine's CPU, talking through gloo on 127.0.0.1: the way a
+# multi-host job runs (each process feeds its slice of every batch, process 0 writes the
+# summaries and prompt files), to try multi-host behaviour without a cluster. Without a task
+# it runs the README's CPU demo: the shipped mini T5 on the wordnet_topic task.
+# docs/launch.md has the details; --help lists the options.
 set -euo pipefail
-MODEL_DIR=${1:?MODEL_DIR}
-shift
-PORT=${PORT:-12355}
-export TF_CPP_MIN_LOG_LEVEL=3 XLA_FLAGS=--xla_force_host_platform_device_count=4
-for i in 0 1; do
-  python3 -m prompt_tuning.train --coordinator_address=127.0.0.1:$PORT --num_processes=2 \
-    --process_id=$i --cpu_collectives=gloo --gin_file=models/t5_1_1_tiny_prompt.gin \
-    --gin_file=prompts/class_labels.gin --gin_file=runs/prompt_finetune.gin \
-    --gin_file=data/demo.gin --gin.INITIAL_CHECKPOINT_PATH=None --gin.MODEL_DIR="$MODEL_DIR" \
-    --gin.TRAIN_STEPS=20 --gin.BATCH_SIZE=8 --gin.CHECKPOINT_PERIOD=10 --gin.EVAL_PERIOD=None \
-    --gin.PROMPT_LENGTH=8 "$@" &
+
+DEFAULT_SIZE=mini DEFAULT_NUM_PARTITIONS=1
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat <<EOF
+Usage: launch/local_multiprocess_cpu.sh --model-dir DIR [--task NAME --class-labels LIST]
+         [--size SIZE [--checkpoint PATH]] [--num-processes N] [--devices-per-process D]
+         [--port PORT] [--install] [options] [-- train flags]
+
+Starts N copies of the train command at once (the same flags plus --process_id), waits for
+all, and stops the others as soon as one fails. --dry-run prints them with a trailing &.
+
+Without a task (--task, or a data gin file after --): the README's CPU demo task,
+wordnet_topic (data/wordnet_topic.gin, which sets CLASS_LABELS), with
+  --gin.PROMPT_LENGTH=20 --gin.TRAIN_STEPS=300 --gin.BATCH_SIZE=16
+  --gin.CHECKPOINT_PERIOD=100 --gin.EVAL_PERIOD=100 --gin.USE_RANK_CLASSIFICATION=True
+(override any after --).
+Without --checkpoint: --size mini (the default) is the pretrained mini T5 shipped in the
+package (no INITIAL_CHECKPOINT_PATH flag); --size tiny gets INITIAL_CHECKPOINT_PATH=None
+(random weights: a smoke run); any other model needs --checkpoint.
+BATCH_SIZE must divide by N and by the data-parallel size (N*D / NUM_PARTITIONS).
+
+Multi-process options:
+  --num-processes N       how many processes (default 2)
+  --devices-per-process D CPU devices per process (XLA_FLAGS; default 4)
+  --port PORT             the coordinator's port on 127.0.0.1 (default 12355)
+  --install               first run python3 -m pip install -c constraints.txt 'jax[cpu]' -e .
+
+$(common_usage)
+EOF
+}
+
+INSTALL=0 NUM_PROCESSES=2 DEVICES_PER_PROCESS=4 PORT=12355
+while (($# > 0)); do
+  if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi  # --opt=v -> --opt v
+  case $1 in
+    --) shift; EXTRA=("$@"); break ;;
+    --num-processes) need_value "$@"; check_int "$@"; NUM_PROCESSES=$2; shift 2 ;;
+    --devices-per-process) need_value "$@"; check_int "$@"; DEVICES_PER_PROCESS=$2; shift 2 ;;
+    --port) need_value "$@"; check_int "$@"; PORT=$2; shift 2 ;;
+    --install) INSTALL=1; shift ;;
+    *) common_option "$@"; shift "$SHIFT" ;;
+  esac
 done
-wait
+
+RANDOM_TINY=1  # the tiny model without --checkpoint: random weights, a smoke run
+require MODEL_DIR CHECKPOINT
+demo_defaults
+check_run_options
+build_train_command
+
+ENV=(TF_CPP_MIN_LOG_LEVEL=3
+  "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$DEVICES_PER_PROCESS")
+# Multi-host outside TPU/SLURM: the coordinator and each process's place are given
+# explicitly; gloo carries the CPU collectives.
+MULTI=(--coordinator_address="127.0.0.1:$PORT" --num_processes="$NUM_PROCESSES"
+  --cpu_collectives=gloo)
+if ((INSTALL)); then
+  pip_install 'jax[cpu]'
+fi
+
+PIDS=()
+stop_others() {  # the processes this script started that may still run
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap stop_others EXIT
+for ((i = 0; i < NUM_PROCESSES; i++)); do
+  CMD=(env "${ENV[@]}" "${TRAIN[@]}" "${MULTI[@]}" --process_id="$i")
+  if ((DRY_RUN)); then
+    echo "$(quote "${CMD[@]}") &"
+  else
+    echo "+ $(quote "${CMD[@]}") &" >&2
+    "${CMD[@]}" &
+    PIDS+=("$!")
+  fi
+done
+if ((DRY_RUN)); then
+  echo wait
+  exit 0
+fi
+# A process that fails leaves the others waiting on it: stop them (trap) and fail.
+for ((i = 0; i < NUM_PROCESSES; i++)); do
+  status=0
+  wait -n || status=$?
+  if ((status != 0)); then
+    echo "$(basename "$0"): a process exited with status $status; stopping the others" >&2
+    exit "$status"
+  fi
+done
+PIDS=()
