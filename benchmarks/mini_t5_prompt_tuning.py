@@ -171,7 +171,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--out_dir", default="/tmp/mini_t5_prompt_tuning")
   parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--prompt_length", type=int, default=20)
   parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
