@@ -9,7 +9,8 @@ before LM adaptation) and random weights. Once per task: prompt design (a writte
 before each input, the frozen LM-adapted model, no trained weights) and the majority class
 of the training split. Every number is test-split accuracy by rank classification, as mean
 and standard deviation over seeds, written into docs/mini_t5.md. Each finished run is kept in
-OUT_DIR/results.json, so an interrupted benchmark resumes where it stopped.
+RESULTS (benchmarks/results/mini_t5_prompt_tuning.json, in the repository), so an interrupted
+benchmark resumes where it stopped, in this session or a later one.
 """
 
 import argparse
@@ -34,6 +35,7 @@ from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "mini_t5.md"
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mini_t5_prompt_tuning.json"
 TASKS = {"wordnet_topic": {"inputs": 48, "targets": 4}, "wordnet_pos": {"inputs": 64, "targets": 4}}
 # Prompt design: an instruction naming the labels, before each input.
 INSTRUCTIONS = {
@@ -108,7 +110,7 @@ def majority_accuracy(task: str) -> float:
 
 
 class Results:
-  """OUT_DIR/results.json: {key: {"accuracy", "seconds"}}, saved after every run."""
+  """{key: {"accuracy", "seconds"}} in a JSON file, saved after every run."""
 
   def __init__(self, path: str):
     self.path = path
@@ -134,7 +136,7 @@ def _stats(values) -> str:
 
 def run(args) -> str:
   os.makedirs(args.out_dir, exist_ok=True)
-  results = Results(os.path.join(args.out_dir, "results.json"))
+  results = Results(args.results)
   checkpoints = {"lm_adapted": pretrained.mini_checkpoint_path(),
                  "span_corruption": args.span_corruption_model}
   rows = []
@@ -168,7 +170,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--span_corruption_model", default=pretrained.MINI_SPAN_CORRUPTION_DIR,
                       help="the span-corruption-only checkpoint of the same run")
-  parser.add_argument("--out_dir", default="/tmp/mini_t5_prompt_tuning")
+  parser.add_argument("--out_dir", default="/tmp/mini_t5_prompt_tuning",
+                      help="the runs' model dirs and the random models")
+  parser.add_argument("--results", default=str(RESULTS), help="finished runs (resumable)")
   parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
   parser.add_argument("--steps", type=int, default=200)
