@@ -56,6 +56,27 @@ Options take their value as "--opt VALUE" or "--opt=VALUE".
 EOF
 }
 
+local_defaults_usage() {  # what the local launchers do without a task or a checkpoint
+  cat <<EOF
+Without a task (--task, or a data gin file after --): the README's CPU demo task,
+wordnet_topic (data/wordnet_topic.gin, which sets CLASS_LABELS), with
+  --gin.PROMPT_LENGTH=20 --gin.TRAIN_STEPS=300 --gin.BATCH_SIZE=16
+  --gin.CHECKPOINT_PERIOD=100 --gin.EVAL_PERIOD=100 --gin.USE_RANK_CLASSIFICATION=True
+(override any after --).
+Without --checkpoint: --size mini (the default) is the pretrained mini T5 shipped in the
+package (no INITIAL_CHECKPOINT_PATH flag); --size tiny gets INITIAL_CHECKPOINT_PATH=None
+(random weights: a smoke run); any other model needs --checkpoint.
+EOF
+}
+
+prepare_local_run() {  # the local launchers' checks and train command, after their options
+  RANDOM_TINY=1  # the tiny model without --checkpoint: random weights, a smoke run
+  require MODEL_DIR CHECKPOINT
+  demo_defaults
+  check_run_options
+  build_train_command
+}
+
 die() {
   echo "$(basename "$0"): error: $*" >&2
   exit 2

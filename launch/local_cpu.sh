@@ -15,14 +15,7 @@ Usage: launch/local_cpu.sh --model-dir DIR [--task NAME --class-labels LIST]
          [--size SIZE [--checkpoint PATH]] [--install] [--devices N] [options]
          [-- train flags]
 
-Without a task (--task, or a data gin file after --): the README's CPU demo task,
-wordnet_topic (data/wordnet_topic.gin, which sets CLASS_LABELS), with
-  --gin.PROMPT_LENGTH=20 --gin.TRAIN_STEPS=300 --gin.BATCH_SIZE=16
-  --gin.CHECKPOINT_PERIOD=100 --gin.EVAL_PERIOD=100 --gin.USE_RANK_CLASSIFICATION=True
-(override any after --).
-Without --checkpoint: --size mini (the default) is the pretrained mini T5 shipped in the
-package (no INITIAL_CHECKPOINT_PATH flag); --size tiny gets INITIAL_CHECKPOINT_PATH=None
-(random weights: a smoke run); any other model needs --checkpoint.
+$(local_defaults_usage)
 
 CPU options:
   --install             first run python3 -m pip install -c constraints.txt 'jax[cpu]' -e .
@@ -44,11 +37,7 @@ while (($# > 0)); do
   esac
 done
 
-RANDOM_TINY=1  # the tiny model without --checkpoint: random weights, a smoke run
-require MODEL_DIR CHECKPOINT
-demo_defaults
-check_run_options
-build_train_command
+prepare_local_run
 
 # TensorFlow (seqio's data pipeline) is noisy on stderr; keep the job's own log readable.
 ENV=(TF_CPP_MIN_LOG_LEVEL=3)

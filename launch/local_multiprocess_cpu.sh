@@ -19,14 +19,7 @@ Usage: launch/local_multiprocess_cpu.sh --model-dir DIR [--task NAME --class-lab
 Starts N copies of the train command at once (the same flags plus --process_id), waits for
 all, and stops the others as soon as one fails. --dry-run prints them with a trailing &.
 
-Without a task (--task, or a data gin file after --): the README's CPU demo task,
-wordnet_topic (data/wordnet_topic.gin, which sets CLASS_LABELS), with
-  --gin.PROMPT_LENGTH=20 --gin.TRAIN_STEPS=300 --gin.BATCH_SIZE=16
-  --gin.CHECKPOINT_PERIOD=100 --gin.EVAL_PERIOD=100 --gin.USE_RANK_CLASSIFICATION=True
-(override any after --).
-Without --checkpoint: --size mini (the default) is the pretrained mini T5 shipped in the
-package (no INITIAL_CHECKPOINT_PATH flag); --size tiny gets INITIAL_CHECKPOINT_PATH=None
-(random weights: a smoke run); any other model needs --checkpoint.
+$(local_defaults_usage)
 BATCH_SIZE must divide by N and by the data-parallel size (N*D / NUM_PARTITIONS).
 
 Multi-process options:
@@ -52,11 +45,7 @@ while (($# > 0)); do
   esac
 done
 
-RANDOM_TINY=1  # the tiny model without --checkpoint: random weights, a smoke run
-require MODEL_DIR CHECKPOINT
-demo_defaults
-check_run_options
-build_train_command
+prepare_local_run
 
 ENV=(TF_CPP_MIN_LOG_LEVEL=3
   "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$DEVICES_PER_PROCESS")
