@@ -349,8 +349,7 @@ def write_huggingface(params: dict, config: T5Config, out_dir: str, *,
   with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
     json.dump(hf_config(config), f, indent=2)
   for name, source in (extra_files or {}).items():
-    with open(source, "rb") as src, open(os.path.join(tmp, name), "wb") as dst:
-      dst.write(src.read())
+    shutil.copyfile(source, os.path.join(tmp, name))
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
   os.replace(tmp, out_dir)
