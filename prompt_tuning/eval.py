@@ -64,9 +64,15 @@ def rank_classify(model: Any, params: Any, task: Any, examples: Sequence[dict],
                   labels: Sequence[str], batch_size: int,
                   feature_lengths: dict[str, int], mesh: Any) -> list[str]:
   """The most likely of `labels` for each example (scored, never generated)."""
-  candidates = rank_classification.expand_candidates(examples, labels, task, feature_lengths)
-  candidate_scores = scores(model, params, candidates, batch_size, feature_lengths, mesh)
-  return rank_classification.choose(candidate_scores, labels, num_examples=len(examples))
+  candidates = rank_classification.candidate_batch(labels, task, feature_lengths)
+  # Rows need a target to batch; the candidates replace it, so any will do.
+  rows = [{"inputs": ex["inputs"], "targets": candidates["decoder_target_tokens"][0]}
+          for ex in examples]
+  score = _jitted(model.score_candidates)
+  table = list(run_batches(lambda p, batch: score(p, batch, candidates), params, rows,
+                           batch_size, feature_lengths, mesh))
+  table = np.concatenate(table) if table else np.zeros((0, len(labels)), np.float32)
+  return rank_classification.choose(table.reshape(-1), labels, num_examples=len(examples))
 
 
 def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name: str,

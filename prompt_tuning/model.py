@@ -12,6 +12,7 @@ pure function of `params` (a nested dict with T5X names), so jobs can jit and sh
     random_params(rng) -> params           a random model (tests, demos)
     loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics)
     score(params, batch) -> [batch]        sum of ln p(target) over weighted target tokens
+    score_candidates(params, batch, cands) -> [batch, candidates]   each input encoded once
     predict(params, batch, method=...)     tokens [batch, max_decode_length]
 
 A batch holds int32 [batch, length] arrays `encoder_input_tokens`, `decoder_input_tokens`,
@@ -150,6 +151,30 @@ class T5Model:
     logits = self.logits(params, batch)
     log_p = _target_log_probs(logits, batch["decoder_target_tokens"])
     return jnp.sum(log_p * _loss_weights(batch), axis=-1)
+
+  def score_candidates(self, params: Params, batch: dict, candidates: dict) -> Array:
+    """[batch, num_candidates] float32: `score` of every input with every candidate target.
+
+    Rank classification's cost: each input is encoded once and its encoding shared by the
+    candidates, so only the (short) decoder runs batch x num_candidates times.
+
+    Args:
+      batch: `encoder_input_tokens` [batch, length].
+      candidates: `decoder_input_tokens`, `decoder_target_tokens` and optionally
+        `decoder_loss_weights`, each [num_candidates, target_length], the same for every input.
+    """
+    encoded, mask = self.module.apply({"params": params}, batch["encoder_input_tokens"],
+                                      method="encode")
+    batch_size, num = encoded.shape[0], candidates["decoder_target_tokens"].shape[0]
+    tile = lambda x: jnp.tile(x, (batch_size, 1))  # [batch * num, target_length], example-major
+    targets = tile(candidates["decoder_target_tokens"])
+    logits = self.module.apply({"params": params}, jnp.repeat(encoded, num, axis=0),
+                               jnp.repeat(mask, num, axis=0),
+                               tile(candidates["decoder_input_tokens"]), targets,
+                               method="decode")
+    weights = tile(_loss_weights(candidates))
+    log_p = _target_log_probs(logits, targets)
+    return jnp.sum(log_p * weights, axis=-1).reshape(batch_size, num)
 
   def predict(self, params: Params, batch: dict, *, method: str = "greedy",
               max_decode_length: int, rng: Array | None = None, beam_size: int = 4,

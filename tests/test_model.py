@@ -134,6 +134,22 @@ def test_loss_is_mean_cross_entropy_and_score_its_sum(prompted):
   np.testing.assert_allclose(single[0], scores[1], rtol=1e-5)
 
 
+@pytest.mark.parametrize("prompted_model", [True, False])
+def test_score_candidates_equals_scoring_each_pair(prompted, prompted_model):
+  m, params = prompted
+  if not prompted_model:
+    m, params = model.T5Model(TINY), {k: v for k, v in params.items() if k != "prompt"}
+  # Candidates of different lengths, padded to the longest; every input meets every one.
+  candidates = make_batch(INPUTS, TARGETS)
+  del candidates["encoder_input_tokens"]
+  table = jax.jit(m.score_candidates)(params, {"encoder_input_tokens": INPUTS_LEFT},
+                                      candidates)
+  assert table.shape == (3, 3)
+  pairs = make_batch(np.repeat(INPUTS_LEFT, 3, axis=0), np.tile(TARGETS, (3, 1)))
+  one_by_one = jax.jit(m.score)(params, pairs).reshape(3, 3)
+  np.testing.assert_allclose(table, one_by_one, rtol=1e-5, atol=1e-5)
+
+
 def test_gradient_reaches_the_prompt_and_dropout_needs_rng(prompted):
   m, params = prompted
   trainable = params["prompt"]

@@ -1,9 +1,11 @@
 """Rank classification: score every candidate label, predict the most likely one.
 
-The data side only: `expand_candidates` makes one (inputs, candidate target) row per example
-and label; the model scores each row (sum of log-probabilities of its target tokens, EOS
-included); `choose` turns those scores back into one label per example, which then goes
-through the task's usual postprocessor and metrics like generated text.
+The data side only: `candidate_batch` makes the labels one decoder batch, which
+`model.score_candidates` scores against every input (sum of log-probabilities of a label's
+target tokens, EOS included), encoding each input once; `choose` turns those scores into one
+label per example, which then goes through the task's usual postprocessor and metrics like
+generated text. `expand_candidates` makes the same pairs as plain (inputs, target) rows, for
+scoring with `model.score` one row at a time.
 """
 
 from typing import Any, Mapping, Sequence
@@ -20,6 +22,43 @@ def get_class_labels(task: str | seqio.Task) -> list[str] | None:
   name = task if isinstance(task, str) else task.name
   labels = registry.class_labels(name)
   return list(labels) if labels is not None else None
+
+
+def label_targets(labels: Sequence[str], task: str | seqio.Task,
+                  feature_lengths: Mapping[str, int] | None = None) -> list[np.ndarray]:
+  """Each label's target ids (EOS included, as the task's targets feature adds it).
+
+  Raises DataError for no labels, or (with `feature_lengths`) a label longer than `targets`,
+  since a cut candidate would be scored wrongly.
+  """
+  if not labels:
+    raise errors.DataError("Rank classification needs at least one candidate label "
+                           "(CLASS_LABELS).")
+  feature = tasks.as_provider(task).output_features["targets"]
+  targets = []
+  for label in labels:
+    ids = list(feature.vocabulary.encode(label))
+    if feature.add_eos:
+      ids.append(feature.vocabulary.eos_id)
+    if feature_lengths is not None and len(ids) > feature_lengths["targets"]:
+      raise errors.DataError(
+          f"Label {label!r} is {len(ids)} target tokens (EOS included) but "
+          f"TASK_FEATURE_LENGTHS['targets'] is {feature_lengths['targets']}; raise it.")
+    targets.append(np.asarray(ids, dtype=np.int32))
+  return targets
+
+
+def candidate_batch(labels: Sequence[str], task: str | seqio.Task,
+                    feature_lengths: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+  """The labels as one decoder batch for `model.score_candidates`: `decoder_input_tokens`,
+  `decoder_target_tokens`, `decoder_loss_weights`, each [num_labels, longest label] int32."""
+  targets = label_targets(labels, task, feature_lengths)
+  padded = np.zeros((len(targets), max(len(t) for t in targets)), np.int32)
+  for row, ids in zip(padded, targets):
+    row[:len(ids)] = ids
+  shifted = np.concatenate([np.zeros_like(padded[:, :1]), padded[:, :-1]], axis=1)
+  return {"decoder_input_tokens": shifted, "decoder_target_tokens": padded,
+          "decoder_loss_weights": (padded > 0).astype(np.int32)}
 
 
 def expand_candidates(examples: Sequence[Mapping[str, Any]], labels: Sequence[str],
@@ -39,21 +78,7 @@ def expand_candidates(examples: Sequence[Mapping[str, Any]], labels: Sequence[st
     Dicts with `inputs` [n] int32, `targets` [m] int32 (label ids + EOS), `example_index`,
     `candidate_index`; ready for `features.batch_examples`.
   """
-  if not labels:
-    raise errors.DataError("Rank classification needs at least one candidate label "
-                           "(CLASS_LABELS).")
-  task = tasks.as_provider(task)
-  feature = task.output_features["targets"]
-  candidates = []
-  for label in labels:
-    ids = list(feature.vocabulary.encode(label))
-    if feature.add_eos:
-      ids.append(feature.vocabulary.eos_id)
-    if feature_lengths is not None and len(ids) > feature_lengths["targets"]:
-      raise errors.DataError(
-          f"Label {label!r} is {len(ids)} target tokens (EOS included) but "
-          f"TASK_FEATURE_LENGTHS['targets'] is {feature_lengths['targets']}; raise it.")
-    candidates.append(np.asarray(ids, dtype=np.int32))
+  candidates = label_targets(labels, task, feature_lengths)
   rows = []
   for e, example in enumerate(examples):
     inputs = np.asarray(example["inputs"], dtype=np.int32)
