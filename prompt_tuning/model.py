@@ -13,6 +13,10 @@ pure function of `params` (a nested dict with T5X names), so jobs can jit and sh
     loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics)
     score(params, batch) -> [batch]        sum of ln p(target) over weighted target tokens
     score_candidates(params, batch, cands) -> [batch, candidates]   each input encoded once
+
+PromptedT5Model.with_prompt_table(params, prompts) serves several prompts from one frozen
+model: a batch's `prompt_ids` [batch] then picks each row's prompt (mixed-task batches,
+prompt ensembles), and every method above works row by row as with that prompt alone.
     predict(params, batch, method=...)     tokens [batch, max_decode_length]
 
 A batch holds int32 [batch, length] arrays `encoder_input_tokens`, `decoder_input_tokens`,
@@ -21,10 +25,11 @@ them, unpacked). Gin files build the model objects: see gin_configs/models/*.gin
 """
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from prompt_tuning import combine as combine_lib
@@ -49,14 +54,21 @@ class PromptedTransformer(network.Transformer):
     super().setup()
     self.prompt = prompts.Prompt(self.prompt_length, self.config.emb_dim)
 
-  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False):
+  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False,
+             prompts: Array | None = None, prompt_lengths: Array | None = None):
     """[batch, length] -> (encoded [batch, out_length, embed], mask [batch, out_length] bool).
 
-    out_length = length + prompt_length unless the combination caps it.
+    Every row gets the `prompt/prompt` parameter, unless `prompts` [batch, p, embed] gives each
+    row its own, of prompt_lengths [batch] rows (mixed-prompt batches; see `with_prompt_table`).
+    out_length = length + prompt_length (the longest) unless the combination caps it.
     """
     embedded = self.token_embedder(encoder_input_tokens)
-    prompt = self.prompt().astype(embedded.dtype)  # float32 parameter, activation-dtype use
-    combined, mask = self.combine(prompt, embedded, encoder_input_tokens)
+    if prompts is None:
+      prompt = self.prompt().astype(embedded.dtype)  # float32 parameter, activation-dtype use
+      combined, mask = self.combine(prompt, embedded, encoder_input_tokens)
+    else:
+      combined, mask = self.combine(prompts.astype(embedded.dtype), embedded,
+                                    encoder_input_tokens, prompt_lengths=prompt_lengths)
     return self.encoder(combined, mask, not enable_dropout), mask
 
 
@@ -126,7 +138,20 @@ class T5Model:
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     return self.module.apply({"params": params}, batch["encoder_input_tokens"],
                              batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                             enable_dropout=dropout_rng is not None, rngs=rngs)
+                             enable_dropout=dropout_rng is not None, rngs=rngs,
+                             **self._encode_kwargs(params, batch))
+
+  def _encode_kwargs(self, params: Params, batch: dict) -> dict:
+    """Extra encoder inputs a batch selects (none for a plain T5)."""
+    del params
+    if "prompt_ids" in batch:
+      raise ValueError("The batch has prompt_ids but the model has no prompt; use a "
+                       "PromptedT5Model (models/*_prompt.gin).")
+    return {}
+
+  def _encode(self, params: Params, batch: dict) -> tuple[Array, Array]:
+    return self.module.apply({"params": params}, batch["encoder_input_tokens"], method="encode",
+                             **self._encode_kwargs(params, batch))
 
   def loss(self, params: Params, batch: dict,
            dropout_rng: Array | None = None) -> tuple[Array, dict]:
@@ -163,8 +188,7 @@ class T5Model:
       candidates: `decoder_input_tokens`, `decoder_target_tokens` and optionally
         `decoder_loss_weights`, each [num_candidates, target_length], the same for every input.
     """
-    encoded, mask = self.module.apply({"params": params}, batch["encoder_input_tokens"],
-                                      method="encode")
+    encoded, mask = self._encode(params, batch)
     batch_size, num = encoded.shape[0], candidates["decoder_target_tokens"].shape[0]
     tile = lambda x: jnp.tile(x, (batch_size, 1))  # [batch * num, target_length], example-major
     targets = tile(candidates["decoder_target_tokens"])
@@ -186,7 +210,7 @@ class T5Model:
     """
     inputs = batch["encoder_input_tokens"]
     batch_size = inputs.shape[0]
-    encoded, mask = self.module.apply({"params": params}, inputs, method="encode")
+    encoded, mask = self._encode(params, batch)
     step, state = decoding.t5_decode_fns(self.module, params, encoded, mask,
                                          batch_size=batch_size, max_length=max_decode_length)
     common = dict(batch_size=batch_size, max_length=max_decode_length, eos_id=self.eos_id,
@@ -228,6 +252,51 @@ class PromptedT5Model(T5Model):
   @functools.cached_property
   def module(self) -> nn.Module:
     return PromptedTransformer(self.config, self.prompt_length, self.combine)
+
+  def with_prompt_table(self, params: Params, prompts: Sequence[Any],
+                        names: Sequence[str] | None = None) -> Params:
+    """`params` serving several prompts at once: each batch row picks one by `prompt_ids`.
+
+    Args:
+      params: the frozen tree (any `prompt` in it is replaced).
+      prompts: n prompts [p_i, d_model], any lengths p_i >= 1.
+      names: what to call each prompt in errors (e.g. its file); default its index.
+    Returns:
+      params with `prompt` = {'table': [n, max p_i, d_model] float32 (zero-padded),
+      'lengths': [n] int32}. Batches for it carry `prompt_ids` [batch] int32 in [0, n); every
+      row computes what it would with its prompt alone (the padding rows are masked out).
+    """
+    if not prompts:
+      raise ValueError("A prompt table needs at least one prompt.")
+    names = list(names) if names is not None else [f"prompt {i}" for i in range(len(prompts))]
+    arrays = []
+    for name, prompt in zip(names, prompts):
+      prompt = np.asarray(prompt, np.float32)
+      if prompt.ndim != 2 or prompt.shape[0] < 1 or prompt.shape[1] != self.config.emb_dim:
+        raise ValueError(f"{name} has shape {prompt.shape} but the model needs [length, "
+                         f"{self.config.emb_dim}] (its d_model); use a prompt trained on a "
+                         "model of this width.")
+      arrays.append(prompt)
+    longest = max(len(a) for a in arrays)
+    table = np.stack([np.pad(a, ((0, longest - len(a)), (0, 0))) for a in arrays])
+    lengths = np.asarray([len(a) for a in arrays], np.int32)
+    frozen = {k: v for k, v in params.items() if k != "prompt"}
+    return {**frozen, "prompt": {"table": table, "lengths": lengths}}
+
+  def _encode_kwargs(self, params: Params, batch: dict) -> dict:
+    """Per-row prompts when the batch names them (`prompt_ids`) from a prompt table."""
+    prompt = params.get("prompt", {})
+    ids = batch.get("prompt_ids")
+    if ids is None:
+      if "table" in prompt:
+        raise ValueError("These params hold a prompt table; give each example its prompt "
+                         "with batch['prompt_ids'].")
+      return {}
+    if "table" not in prompt:
+      raise ValueError("The batch has prompt_ids but the params hold one prompt; build a "
+                       "table with PromptedT5Model.with_prompt_table.")
+    return {"prompts": jnp.take(prompt["table"], ids, axis=0),
+            "prompt_lengths": jnp.take(prompt["lengths"], ids)}
 
   def init_params(self, rng: Array, frozen_params: Params) -> Params:
     """frozen T5 tree + {'prompt': {'prompt': initializer(rng, embedding, shape)}}.

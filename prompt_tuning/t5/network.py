@@ -176,9 +176,12 @@ class Transformer(nn.Module):
                         not enable_dropout, decode, max_decode_length)
 
   def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-               enable_dropout=False, decode=False, max_decode_length=None):
-    """[batch, s_len], [batch, t_len] -> logits [batch, t_len, vocab] (float32)."""
-    encoded, mask = self.encode(encoder_input_tokens, enable_dropout)
+               enable_dropout=False, decode=False, max_decode_length=None, **encode_kwargs):
+    """[batch, s_len], [batch, t_len] -> logits [batch, t_len, vocab] (float32).
+
+    encode_kwargs go to `encode` (a subclass's extra encoder inputs).
+    """
+    encoded, mask = self.encode(encoder_input_tokens, enable_dropout, **encode_kwargs)
     return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
                        enable_dropout, decode, max_decode_length)
 
