@@ -1,0 +1,266 @@
+"""Prompts as Hugging Face PEFT prompt-tuning adapters, and back.
+
+A PEFT prompt-tuning adapter is a directory with two files:
+
+  adapter_config.json        {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM",
+                              "num_virtual_tokens": p, "token_dim": d_model,
+                              "num_transformer_submodules": 1 or 2, ...}
+  adapter_model.safetensors  one tensor, `prompt_embeddings`:
+                             [num_virtual_tokens * num_transformer_submodules, token_dim]
+
+For SEQ_2_SEQ_LM, PEFT (0.21) defaults to num_transformer_submodules=2 and saves 2p rows, but
+prompt tuning feeds only rows [0, p) to the encoder, in front of the embedded input (mask 1);
+rows [p, 2p) are never used. That is exactly this library's prefix prompt, so an export writes
+num_transformer_submodules=1 (p rows, the prompt itself) and an import takes rows [0, p) of
+either layout. Plain numpy, no torch or peft needed.
+"""
+
+import json
+import os
+import shutil
+import struct
+from typing import Any
+
+import numpy as np
+
+from prompt_tuning.checkpoints import huggingface, prompts_io
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+WEIGHTS_KEY = "prompt_embeddings"
+PEFT_TYPE = "PROMPT_TUNING"
+TASK_TYPE = "SEQ_2_SEQ_LM"
+_SUBMODULES = (1, 2)  # encoder only; encoder + decoder (PEFT's default for seq2seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: prompt -> adapter directory
+
+def base_model_width(base_model: str) -> int:
+  """d_model of the Hugging Face T5 directory `base_model` (its config.json)."""
+  return int(_base_config(base_model).get("d_model", 512))
+
+
+def adapter_config(prompt_length: int, base_model: str) -> dict[str, Any]:
+  """adapter_config.json for a [prompt_length, d_model] prompt on the encoder of `base_model`.
+
+  Fields are those of PEFT's PromptTuningConfig; the sizes come from the base model's
+  config.json (with transformers' T5 defaults).
+  """
+  hf = _base_config(base_model)
+  return {"auto_mapping": None, "base_model_name_or_path": os.fspath(base_model),
+          "inference_mode": True, "modules_to_save": None,
+          "num_attention_heads": hf.get("num_heads", 8), "num_layers": hf.get("num_layers", 6),
+          "num_transformer_submodules": 1, "num_virtual_tokens": int(prompt_length),
+          "peft_type": PEFT_TYPE, "prompt_tuning_init": "RANDOM",
+          "prompt_tuning_init_text": None, "revision": None, "task_type": TASK_TYPE,
+          "token_dim": int(hf.get("d_model", 512)), "tokenizer_kwargs": None,
+          "tokenizer_name_or_path": None}
+
+
+def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
+                  source: str = "to export") -> None:
+  """Writes `prompt` [prompt_length, d_model] as a PEFT adapter directory at `output_dir`.
+
+  Checks the prompt against the base model's width. The directory appears whole or not at
+  all: it is written beside and renamed into place; an existing adapter there is replaced.
+
+  Args:
+    prompt: the prompt, any float dtype; written as float32.
+    base_model: the Hugging Face T5 directory the prompt was trained on.
+    output_dir: a local directory, absent, empty or an earlier adapter.
+    source: how errors name the prompt, e.g. "file 'step_300.npy'".
+  """
+  prompt = prompts_io.check_prompt(prompt, None, source)
+  config = adapter_config(prompt.shape[0], base_model)
+  if prompt.shape[1] != config["token_dim"]:
+    raise ValueError(f"Prompt {source} has width {prompt.shape[1]} but base model "
+                     f"{os.fspath(base_model)!r} has d_model {config['token_dim']}; give the "
+                     "Hugging Face directory of the model the prompt was trained on.")
+  output_dir = _check_output_dir(output_dir)
+  tmp = f"{output_dir}.tmp-{os.getpid()}"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  try:
+    os.makedirs(tmp)
+    huggingface.write_safetensors(os.path.join(tmp, WEIGHTS_FILE), {WEIGHTS_KEY: prompt})
+    with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+      json.dump(config, f, indent=2, sort_keys=True)
+    _replace_dir(tmp, output_dir)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)
+
+
+def export_adapter(prompt_file: str, base_model: str, output_dir: str) -> np.ndarray:
+  """Writes the .npy prompt `prompt_file` as a PEFT adapter at `output_dir`; returns it.
+
+  `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base_model),
+  output_dir)` then computes what this library computes with the prompt as a prefix.
+  """
+  _base_config(base_model)  # bad paths fail before the prompt is read
+  _check_output_dir(output_dir)
+  prompt = _load_prompt(os.fspath(prompt_file))
+  write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}")
+  return prompt
+
+
+def _load_prompt(path: str) -> np.ndarray:
+  """A .npy prompt, checked; local files are read without TensorFlow (quick, quiet)."""
+  if "://" in path:
+    return prompts_io.load_prompt(path)
+  if not os.path.isfile(path):
+    raise ValueError(f"Prompt file {path!r} does not exist; give a .npy prompt, e.g. "
+                     "{MODEL_DIR}/prompts/step_{STEP}.npy.")
+  try:
+    value = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise ValueError(f"Prompt file {path!r} is not a readable .npy array ({e}).") from None
+  return prompts_io.check_prompt(value, None, f"file {path!r}")
+
+
+def _base_config(base_model: str) -> dict[str, Any]:
+  base_model = os.fspath(base_model)
+  if not os.path.isfile(os.path.join(base_model, huggingface.CONFIG_FILE)):
+    raise ValueError(f"Base model {base_model!r} has no {huggingface.CONFIG_FILE}; give a "
+                     "local Hugging Face T5 directory (config.json + safetensors).")
+  return huggingface.read_hf_config(base_model)
+
+
+def _check_output_dir(output_dir: str) -> str:
+  """`output_dir` without a trailing slash, if it may be written (not over another thing)."""
+  output_dir = os.fspath(output_dir).rstrip("/") or "/"
+  if "://" in output_dir:
+    raise ValueError(f"Adapter directory {output_dir!r} must be local (PEFT reads local "
+                     "directories or the Hub); write it locally and copy it.")
+  if os.path.isfile(output_dir):
+    raise ValueError(f"Adapter directory {output_dir!r} is a file; choose a directory path.")
+  if (os.path.isdir(output_dir) and os.listdir(output_dir)
+      and not os.path.isfile(os.path.join(output_dir, CONFIG_FILE))):
+    raise ValueError(f"Adapter directory {output_dir!r} exists and is not a PEFT adapter; "
+                     "choose a new or empty directory (it would be replaced).")
+  return output_dir
+
+
+def _replace_dir(tmp: str, output_dir: str) -> None:
+  """Renames `tmp` to `output_dir`, replacing an earlier one, never leaving a partial one."""
+  if not os.path.exists(output_dir):
+    os.replace(tmp, output_dir)
+    return
+  old = f"{output_dir}.old-{os.getpid()}"
+  os.replace(output_dir, old)
+  os.replace(tmp, output_dir)
+  shutil.rmtree(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import: adapter directory -> prompt
+
+def read_adapter_config(adapter_dir: str) -> dict[str, Any]:
+  """adapter_config.json of `adapter_dir`, checked: a seq2seq prompt-tuning adapter."""
+  file = os.path.join(os.fspath(adapter_dir), CONFIG_FILE)
+  if not os.path.isdir(adapter_dir):
+    raise ValueError(f"Adapter directory {os.fspath(adapter_dir)!r} does not exist; give the "
+                     "directory a PEFT save_pretrained wrote.")
+  if not os.path.isfile(file):
+    raise ValueError(f"{file!r} does not exist; give the directory a PEFT save_pretrained "
+                     "wrote (adapter_config.json + adapter_model.safetensors).")
+  try:
+    with open(file, encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{file!r} is not a readable JSON file ({e}); save the adapter again "
+                     "with PEFT's save_pretrained.") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"{file!r} holds {type(config).__name__}, not a JSON object; save the "
+                     "adapter again with PEFT's save_pretrained.")
+  _check_config(config, file)
+  return config
+
+
+def _check_config(config: dict[str, Any], file: str) -> None:
+  if config.get("peft_type") != PEFT_TYPE:
+    raise ValueError(f"{file!r} has peft_type {config.get('peft_type')!r}; only {PEFT_TYPE} "
+                     "adapters hold a prompt (PromptTuningConfig).")
+  if config.get("task_type") != TASK_TYPE:
+    raise ValueError(f"{file!r} has task_type {config.get('task_type')!r}; only {TASK_TYPE} "
+                     "adapters (prompts for T5's encoder) are read.")
+  length = config.get("num_virtual_tokens")
+  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    raise ValueError(f"{file!r} has num_virtual_tokens {length!r}; it must be a positive "
+                     "integer (the prompt length).")
+  submodules = config.get("num_transformer_submodules")
+  if submodules is not None and submodules not in _SUBMODULES:
+    raise ValueError(f"{file!r} has num_transformer_submodules {submodules!r}; a seq2seq "
+                     "prompt-tuning adapter has 1 or 2 (or none: PEFT's default, 2).")
+
+
+def read_adapter(adapter_dir: str, d_model: int | None = None) -> np.ndarray:
+  """The encoder prompt of a PEFT prompt-tuning adapter -> float32 [num_virtual_tokens, d_model].
+
+  Both layouts: num_transformer_submodules 1 (p rows) or 2 (PEFT's seq2seq default, 2p rows,
+  of which PEFT feeds rows [0, p) to the encoder; the rest are unused and dropped).
+
+  Args:
+    adapter_dir: a local directory with adapter_config.json and adapter_model.safetensors.
+    d_model: if given, the width the prompt must have (the base model's d_model).
+  """
+  adapter_dir = os.fspath(adapter_dir)
+  config = read_adapter_config(adapter_dir)
+  file = os.path.join(adapter_dir, WEIGHTS_FILE)
+  weights = _read_weights(file)
+  length = config["num_virtual_tokens"]
+  submodules = config.get("num_transformer_submodules") or 2
+  width = config.get("token_dim") or (weights.shape[-1] if weights.ndim else 0)
+  if tuple(weights.shape) != (length * submodules, width):
+    raise ValueError(f"{file!r}: {WEIGHTS_KEY!r} has shape {tuple(weights.shape)} but "
+                     f"{CONFIG_FILE} implies ({length * submodules}, {width}) "
+                     f"(num_virtual_tokens {length} x num_transformer_submodules {submodules}, "
+                     "token_dim); the two files are from different adapters, save it again.")
+  prompt = prompts_io.check_prompt(np.array(weights[:length]), None, f"in {file!r}")
+  if d_model is not None and prompt.shape[1] != d_model:
+    raise ValueError(f"The prompt in {file!r} has width {prompt.shape[1]} but the model has "
+                     f"d_model {d_model}; use the base model the adapter was trained for.")
+  return prompt
+
+
+def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
+                   d_model: int | None = None) -> np.ndarray:
+  """Reads the prompt of a PEFT adapter and saves it as a .npy prompt file at `output`.
+
+  Args:
+    adapter_dir: a PEFT prompt-tuning adapter directory (see read_adapter).
+    output: the .npy file to write (local or gs://), float32 [num_virtual_tokens, d_model].
+    base_model: if given, a Hugging Face T5 directory whose d_model the prompt must have.
+    d_model: if given, the width the prompt must have.
+  Returns:
+    The prompt written.
+  """
+  if base_model is not None:
+    width = base_model_width(base_model)
+    if d_model is not None and d_model != width:
+      raise ValueError(f"d_model {d_model} disagrees with base model {base_model!r} "
+                       f"(d_model {width}); give one of them.")
+    d_model = width
+  prompt = read_adapter(adapter_dir, d_model)
+  prompts_io.save_prompt(output, prompt)
+  return prompt
+
+
+def _read_weights(file: str) -> np.ndarray:
+  """The `prompt_embeddings` tensor of an adapter's safetensors file (memory-mapped)."""
+  if not os.path.isfile(file):
+    bin_file = os.path.join(os.path.dirname(file), "adapter_model.bin")
+    fix = ("it has only adapter_model.bin: save it again with save_pretrained(dir, "
+           "safe_serialization=True)" if os.path.isfile(bin_file) else
+           "save the adapter again with PEFT's save_pretrained")
+    raise ValueError(f"{file!r} does not exist; {fix}.")
+  try:
+    tensors = huggingface.read_safetensors(file)
+  except (ValueError, struct.error, OSError, KeyError, TypeError) as e:
+    raise ValueError(f"{file!r} is not a readable safetensors file ({e}); save the adapter "
+                     "again with PEFT's save_pretrained.") from None
+  if WEIGHTS_KEY not in tensors:
+    raise ValueError(f"{file!r} has no {WEIGHTS_KEY!r} tensor (it has {sorted(tensors)}); it "
+                     "is not a prompt-tuning adapter's weights file.")
+  return tensors[WEIGHTS_KEY]

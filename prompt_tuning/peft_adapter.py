@@ -1,0 +1,77 @@
+r"""Prompts to and from Hugging Face PEFT prompt-tuning adapters.
+
+    python -m prompt_tuning.peft_adapter export --prompt_file=F.npy --base_model=HF_DIR \
+      --output_dir=DIR
+    python -m prompt_tuning.peft_adapter import --adapter_dir=DIR --output=F.npy \
+      [--base_model=HF_DIR]
+
+`export` writes DIR (adapter_config.json + adapter_model.safetensors) so that
+`peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(HF_DIR), DIR)`
+scores as this library does with the prompt. `import` writes the adapter's encoder prompt as a
+float32 .npy [num_virtual_tokens, d_model], checked against HF_DIR's d_model when given.
+The format is described in prompt_tuning/checkpoints/peft.py.
+"""
+
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from prompt_tuning.checkpoints import peft
+
+_COMMANDS = {"export": ("prompt_file", "base_model", "output_dir"),
+             "import": ("adapter_dir", "output")}
+
+
+def _flag_values() -> flags.FlagValues:
+  """The command's flags, on their own FlagValues: no clash with other commands' flags."""
+  values = flags.FlagValues()
+  for name, help_text in [
+      ("prompt_file", "export: the .npy prompt [prompt_length, d_model] (local or gs://)."),
+      ("base_model", "The Hugging Face T5 directory the prompt belongs to (import: optional, "
+                     "checks the width)."),
+      ("output_dir", "export: the adapter directory to write."),
+      ("adapter_dir", "import: a PEFT prompt-tuning adapter directory."),
+      ("output", "import: the .npy prompt file to write (local or gs://).")]:
+    flags.DEFINE_string(name, None, help_text, flag_values=values)
+  return values
+
+
+def run(argv: Sequence[str]) -> str:
+  """Runs `argv` ([program, command, --flag=value, ...]); returns what was done.
+
+  Raises ValueError (or OSError) for bad input.
+  """
+  values = _flag_values()
+  try:
+    rest = values(list(argv))
+  except flags.Error as e:
+    raise ValueError(f"{e}; see --help.") from None
+  command = rest[1:]
+  if len(command) != 1 or command[0] not in _COMMANDS:
+    raise ValueError(f"Expected one command, export or import, not {command}; see --help.")
+  missing = [f"--{name}" for name in _COMMANDS[command[0]] if not values[name].value]
+  if missing:
+    raise ValueError(f"{command[0]} needs {', '.join(missing)}; see --help.")
+  if command[0] == "export":
+    prompt = peft.export_adapter(values.prompt_file, values.base_model, values.output_dir)
+    return (f"Wrote the PEFT adapter {values.output_dir} (prompt {prompt.shape[0]} x "
+            f"{prompt.shape[1]}) for {values.base_model}.")
+  prompt = peft.import_adapter(values.adapter_dir, values.output, values.base_model)
+  return (f"Wrote the prompt {values.output} ({prompt.shape[0]} x {prompt.shape[1]}) from "
+          f"the PEFT adapter {values.adapter_dir}.")
+
+
+def main(argv: Sequence[str]) -> None:
+  """The command line: prints one line; bad input exits 1 with one line, no traceback."""
+  if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
+    print(__doc__.strip() + "\n\nFlags:\n" + _flag_values().get_help(include_special_flags=False))
+    return
+  try:
+    print(run(argv))
+  except (ValueError, OSError) as e:
+    sys.exit("error: " + " ".join(str(e).split("\n")))
+
+
+if __name__ == "__main__":
+  main(sys.argv)
