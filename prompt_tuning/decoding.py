@@ -202,11 +202,13 @@ def t5_decode_fns(module, params: PyTree, encoded: Array, encoder_mask: Array, *
   """`tokens_to_logits` and its initial state for a `Transformer` (or subclass).
 
   encoded [batch, s_len, embed] and encoder_mask [batch, s_len] bool come from `module.encode`
-  (prompt positions included, for a prompted subclass). The state is
-  {'cache': zeroed KV cache for max_length decoder positions, 'encoded', 'encoder_mask'}; the
-  cache indices in it are scalars, shared by all rows, so beam search leaves them alone.
-  Call it inside the jitted function that decodes, so `params` are traced, not baked in as
-  constants.
+  (prompt positions included, for a prompted subclass). The state is {'cache': zeroed KV
+  cache for max_length decoder positions}; its indices are scalars, shared by all rows, so
+  beam search leaves them alone. The encoding is closed over, not carried: it never changes
+  in the loop (beam search's n = batch * beam rows see each sequence's encoding repeated), so
+  XLA computes the cross-attention keys and values from it once, before the loop (pinned by
+  tests/test_decoding.py). Call it inside the jitted function that decodes, so `params` are
+  traced, not baked in as constants.
   """
   if encoded.shape[0] != batch_size or encoder_mask.shape[0] != batch_size:
     raise ValueError(f"encoded {encoded.shape} and encoder_mask {encoder_mask.shape} must have "
@@ -220,8 +222,14 @@ def t5_decode_fns(module, params: PyTree, encoded: Array, encoder_mask: Array, *
 
   def tokens_to_logits(tokens: Array, state: PyTree) -> tuple[Array, PyTree]:
     """tokens [n, 1] -> (logits [n, vocab] float32, state with the cache advanced by one)."""
+    copies = tokens.shape[0] // batch_size  # beam search: beam_size rows per sequence
     logits, variables = decode({"params": params, "cache": state["cache"]},
-                               state["encoded"], state["encoder_mask"], tokens)
+                               _repeat(encoded, copies), _repeat(encoder_mask, copies), tokens)
     return logits[:, -1], {**state, "cache": variables["cache"]}
 
-  return tokens_to_logits, {"cache": cache, "encoded": encoded, "encoder_mask": encoder_mask}
+  return tokens_to_logits, {"cache": cache}
+
+
+def _repeat(x: Array, copies: int) -> Array:
+  """[batch, ...] -> [batch * copies, ...], each row `copies` times in a row (as `_tile`)."""
+  return x if copies == 1 else jnp.repeat(x, copies, axis=0)

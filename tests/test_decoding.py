@@ -3,6 +3,7 @@ T5 decoder, and Hugging Face `generate` on the same random weights."""
 
 import functools
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -222,6 +223,58 @@ def test_t5_state_has_scalar_cache_indices_and_batch_leading_leaves():
   others = [x for p, x in flat if "cache_index" not in jax.tree_util.keystr(p)]
   assert len(indices) == 2 and all(x.shape == () for x in indices)
   assert all(x.shape[0] == len(ENCODER_TOKENS) for x in others)
+
+
+def _hlo_computations(hlo: str) -> dict[str, list[str]]:
+  """Compiled HLO text -> {computation name: its instruction lines}."""
+  computations, name = {}, None
+  for line in hlo.split("\n"):
+    start = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if start:
+      name = start.group(1)
+      computations[name] = []
+    elif line.startswith("}"):
+      name = None
+    elif name:
+      computations[name].append(line)
+  return computations
+
+
+def _loop_dots(hlo: str) -> list[str]:
+  """The dot instructions run inside the while loops (their bodies and what those call)."""
+  computations = _hlo_computations(hlo)
+  todo = [b for lines in computations.values() for line in lines
+          for b in re.findall(r"while\(.*body=%?([\w.\-]+)", line)]
+  seen = set()
+  while todo:
+    name = todo.pop()
+    if name in seen or name not in computations:
+      continue
+    seen.add(name)
+    for line in computations[name]:
+      todo += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line)
+  return [line for name in seen for line in computations[name] if re.search(r"\bdot\(", line)]
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_encoder_keys_and_values_are_computed_once_not_per_decoding_step(method):
+  # 34 input tokens + a 3-row prompt = 37 encoder positions, a size nothing else has.
+  from prompt_tuning import model as model_lib
+  cfg = get_config("t5_1_1_tiny").replace(vocab_size=96, emb_dim=24, num_heads=2,
+                                           head_dim=5, mlp_dim=40)
+  m = model_lib.PromptedT5Model(cfg, prompt_length=3)
+  params = m.random_params(jax.random.PRNGKey(0))
+  batch = {"encoder_input_tokens": np.ones((2, 34), np.int32)}
+  predict = jax.jit(lambda p, b: m.predict(p, b, method=method, max_decode_length=6))
+  dots = _loop_dots(predict.lower(params, batch).compile().as_text())
+  rows = 2 * (4 if method == "beam" else 1)
+  # Per step and layer, cross-attention reads the encoder positions in two products: query x
+  # keys -> [rows, heads, 1, 37] and weights x values (contracting the 37). The key and value
+  # projections of the encoding ([rows * 37, heads * head_dim]) must not be in the loop.
+  shapes = [re.search(r"= \w+(\[[\d,]*\])\S* dot\(", d).group(1) for d in dots]
+  over_encoder = [s for s in shapes if "37" in s]
+  assert over_encoder == [f"[{rows},2,1,37]"] * cfg.num_decoder_layers, shapes
+  assert f"[{rows * 37},10]" not in shapes
 
 
 def test_t5_cached_greedy_equals_uncached_argmax_loop():
