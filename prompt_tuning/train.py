@@ -5,20 +5,26 @@ the merged (trainable, frozen) tree is differentiated with respect to the traina
 only; the optimizer updates them. Every CHECKPOINT_PERIOD steps (and at the end) the
 trainable leaves, optimizer state and step are saved, and the prompt is exported as
 `{MODEL_DIR}/prompts/step_{STEP}.npy`. Restarting the same command resumes exactly.
+
+SIGTERM (a preemption) stops the run after the step in progress: it saves a checkpoint,
+exports the prompt and raises job_utils.Preempted, whose message says how to resume; every
+process of a multi-host run stops at the same step.
 """
 
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-import tensorflow as tf
 from absl import logging
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
 from prompt_tuning import gin_utils, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
@@ -85,17 +91,23 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
 
   `vocabulary_path` (VOCABULARY_PATH) re-tokenizes the task with the model's vocabulary
   (mT5, a Hugging Face checkpoint's spiece.model); None keeps the task's own.
+
+  MODEL_DIR is checked and locked (one live run) before any compute; SIGTERM ends the run
+  after the step in progress, saved, with job_utils.Preempted.
   """
   _check_positive(TRAIN_STEPS=train_steps, BATCH_SIZE=batch_size,
                   CHECKPOINT_PERIOD=checkpoint_period)
   if model_dir is None:
     raise ValueError("MODEL_DIR is not set; pass --gin.MODEL_DIR=/path/for/this/run.")
+  job_utils.check_output_dir("MODEL_DIR", model_dir)
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
   bound_to = run_config(model, trainable_regex)
   job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with job_utils.model_dir_lock(model_dir), _StopRequest() as stop, jax.set_mesh(mesh), \
+       nn.logical_axis_rules(rules):
+    gin_utils.write_operative_config(model_dir)
     rng = jax.random.PRNGKey(random_seed)
     params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng,
                                     from_scratch)
@@ -105,13 +117,13 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     mgr = job_ckpt.manager(model_dir, keep_checkpoints)
     state = _restore(mgr, state, batch_size)
     first = int(job_utils.to_host(state["step"]))
-    logging.info("Training %s from step %d to %d; trainable: %s.", type(model).__name__,
-                 first, train_steps, sorted(optim.flat(trainable)))
+    logging.info("Training %s on %s from step %d to %d; trainable: %s.", type(model).__name__,
+                 mixture_or_task_name, first, train_steps, _describe(trainable))
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
                        random_seed, skip=first)
     step_fn = jax.jit(functools.partial(train_step, model, optimizer), donate_argnums=0)
     loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to)
-    if first and not tf.io.gfile.exists(prompt_path(model_dir, first)):
+    if first and not job_utils.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
     if evaluator is not None and eval_before_training and first == 0:
@@ -120,7 +132,11 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     for step in range(first + 1, train_steps + 1):
       batch = partitioning.global_batch(next(batches), mesh)
       state, metrics = step_fn(state, frozen, batch, dropout_seed)
-      loop.after_step(step, state, metrics, checkpoint=step % checkpoint_period == 0)
+      stopping = stop.reached(step) and step < train_steps
+      loop.after_step(step, state, metrics,
+                      checkpoint=step % checkpoint_period == 0 or stopping)
+      if stopping:
+        raise job_utils.Preempted(loop.stopped(step))
       if evaluator is not None and eval_period and step % eval_period == 0:
         loop.evaluate(step, functools.partial(evaluator, mesh=mesh),
                       optim.merge(state["trainable"], frozen))
@@ -131,6 +147,59 @@ def _check_positive(**values) -> None:
   for name, value in values.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def _describe(trainable: Any) -> str:
+  """'prompt/prompt [100, 768]', ..., and the total count of trainable numbers."""
+  flat = optim.flat(trainable)
+  total = sum(math.prod(leaf.shape) for leaf in flat.values())
+  shown = ", ".join(f"{path} {list(leaf.shape)}" for path, leaf in sorted(flat.items())[:5])
+  more = f" and {len(flat) - 5} more" if len(flat) > 5 else ""
+  return f"{shown}{more} ({total:,} parameters)"
+
+
+class _StopRequest:
+  """SIGTERM asks the run to stop; `reached(step)` says, alike on every process, to stop now.
+
+  One process: a Python handler notes the signal and the run stops after the step in
+  progress. Several: JAX's preemption service (started by jax.distributed.initialize, with
+  its own SIGTERM handler) agrees on a step all processes reach; its check is local (about
+  1 microsecond), so no collective runs per step.
+  """
+
+  def __init__(self):
+    self._received = False
+    self._installed = False
+    self._previous = None
+    self._multi_process = jax.process_count() > 1
+    self._warned = False
+
+  def __enter__(self) -> "_StopRequest":
+    if not self._multi_process and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._installed = True
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._installed:  # None: the previous handler was not Python's
+      signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None
+                    else self._previous)
+
+  def _handle(self, signum, frame) -> None:
+    del signum, frame
+    self._received = True
+
+  def reached(self, step: int) -> bool:
+    if not self._multi_process:
+      return self._received
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # jax_enable_preemption_service is off
+      if not self._warned:
+        logging.warning("JAX's preemption service is off (jax_enable_preemption_service), so "
+                        "SIGTERM ends this multi-process run without a checkpoint.")
+        self._warned = True
+      return False
 
 
 def _initial_state(optimizer, trainable) -> dict:
@@ -239,6 +308,13 @@ class _Loop:
     logging.info("eval at step %d: %s", step, metrics)
     self.eval_summaries.scalars(step, metrics)
     self.evals.append((step, metrics))
+
+  def stopped(self, step):
+    """What a run stopped by SIGTERM after `step` (and saved) tells the user."""
+    prompt = f" and its prompt is {self.last_prompt}" if self.last_prompt else ""
+    return (f"Stopped by SIGTERM after step {step} of {self.train_steps}: the checkpoint of "
+            f"step {step} is saved in {self.model_dir}{prompt}. To resume, run the same "
+            "command again.")
 
   def finish(self, state):
     metrics = {}

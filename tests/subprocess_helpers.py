@@ -7,6 +7,9 @@ import sys
 import textwrap
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Less XLA optimization: a tiny model's programs compile in 60% of the time. For tests whose
+# runs are compared with each other (resume, restart), never with other numbers.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def run_python(code: str, *, devices: int = 8, timeout: int = 600,
@@ -25,8 +28,9 @@ def run_python(code: str, *, devices: int = 8, timeout: int = 600,
   return proc.stdout
 
 
-def job_env(devices: int = 1) -> dict:
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+def job_env(devices: int = 1, xla_flags: str = "") -> dict:
+  return {**os.environ,
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {xla_flags}".strip(),
           "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -36,10 +40,10 @@ def job_command(job: str, *flags: str) -> list[str]:
 
 
 def run_job(job: str, *flags: str, devices: int = 1, timeout: int = 600,
-            check: bool = True) -> subprocess.CompletedProcess:
-  """Runs a job as a user would, from the command line."""
+            check: bool = True, xla_flags: str = "") -> subprocess.CompletedProcess:
+  """Runs a job as a user would, from the command line (`xla_flags` added to XLA_FLAGS)."""
   proc = subprocess.run(job_command(job, *flags), capture_output=True, text=True,
-                        timeout=timeout, env=job_env(devices), cwd=REPO)
+                        timeout=timeout, env=job_env(devices, xla_flags), cwd=REPO)
   if check and proc.returncode:
     raise AssertionError(f"{job} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
   return proc

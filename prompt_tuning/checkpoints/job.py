@@ -3,7 +3,9 @@
 Frozen weights are never saved again (they come from INITIAL_CHECKPOINT_PATH). Orbax writes
 each step into a temporary directory and renames it only when complete, so a crash mid-save
 never leaves a checkpoint that looks complete; restarting the same command resumes from the
-latest finished step.
+latest finished step. A finished step whose files were damaged afterwards (a truncated data
+file, an emptied manifest) is set aside as `{STEP}.damaged-{TIME}`, never deleted, and the
+run resumes from the newest intact one.
 
     {MODEL_DIR}/checkpoints/{STEP}/trainable   the trainable leaves (eval and infer read these)
     {MODEL_DIR}/checkpoints/{STEP}/optimizer   optimizer state and step
@@ -11,13 +13,17 @@ latest finished step.
     {MODEL_DIR}/run_config.json             what this MODEL_DIR trains (checked on restart)
 """
 
+import contextlib
 import json
 import os
-from typing import Any
+import re
+import time
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import traverse_util
 import tensorflow as tf
 
@@ -29,14 +35,22 @@ class RunMismatchError(ValueError):
   """MODEL_DIR already holds a run of another model, prompt or batch size."""
 
 
-def manager(model_dir: str, max_to_keep: int | None = None) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(model_dir, CHECKPOINTS), options=options,
-                               item_names=ITEMS)
+class DamagedCheckpointError(ValueError):
+  """A finished checkpoint step whose files cannot be read."""
 
 
 ITEMS = ("trainable", "optimizer", "meta")
+
+
+def manager(model_dir: str, max_to_keep: int | None = None,
+            create: bool = True) -> ocp.CheckpointManager:
+  """The orbax manager of {model_dir}/checkpoints, created if absent only with `create`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
+                                         enable_async_checkpointing=False)
+  handlers = {"trainable": ocp.StandardCheckpointHandler(),
+              "optimizer": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(os.path.join(model_dir, CHECKPOINTS), options=options,
+                               item_handlers=handlers)
 
 
 def save(mgr: ocp.CheckpointManager, state: dict, meta: dict) -> None:
@@ -55,28 +69,140 @@ def _abstract(tree: Any) -> Any:
 
 
 def restore_latest(mgr: ocp.CheckpointManager, like: dict) -> tuple[dict, dict] | None:
-  """The latest finished (train state, meta), arrays placed like `like`'s; None if none."""
-  step = mgr.latest_step()
-  if step is None:
-    return None
+  """The newest intact (train state, meta), arrays placed like `like`'s; None if none.
+
+  A step that cannot be read is set aside (renamed, with a warning) and the next newest is
+  tried; every process agrees, so all resume from the same step.
+  """
   optimizer = {"step": like["step"], "opt_state": like["opt_state"]}
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      trainable=ocp.args.StandardRestore(_abstract(like["trainable"])),
-      optimizer=ocp.args.StandardRestore(_abstract(optimizer)), meta=ocp.args.JsonRestore()))
-  state = {"trainable": restored["trainable"], **restored["optimizer"]}
-  return state, restored["meta"]
+  for step in sorted(mgr.all_steps(), reverse=True):
+    try:
+      restored, error = _restore_step(mgr, step, like["trainable"], optimizer=optimizer), None
+    except DamagedCheckpointError as e:
+      restored, error = None, e
+    if _on_every_process(error is None):
+      state = {"trainable": restored["trainable"], **restored["optimizer"]}
+      return state, restored["meta"]
+    _set_aside(mgr, step, error)
+  return None
 
 
 def restore_trainable(model_dir: str, like: Any, step: int | None = None) -> tuple[Any, int]:
-  """The trainable leaves of MODEL_DIR's latest (or given) step, placed like `like`'s."""
-  mgr = manager(model_dir)
+  """The trainable leaves of MODEL_DIR's latest (or given) step, placed like `like`'s.
+
+  Reads only: a missing MODEL_DIR is an error, never created.
+  """
+  try:
+    found = tf.io.gfile.isdir(os.path.join(model_dir, CHECKPOINTS))
+    what = "does not exist" if not tf.io.gfile.isdir(model_dir) else "has no checkpoints/"
+  except tf.errors.OpError as e:
+    raise FileNotFoundError(f"MODEL_DIR={model_dir} cannot be read ({e.message}); check the "
+                            "path and your access to it.") from None
+  if not found:
+    raise FileNotFoundError(f"MODEL_DIR={model_dir} {what}; give the MODEL_DIR of a train "
+                            "job, or the prompt itself with PROMPT_FILE.")
+  mgr = manager(model_dir, create=False)
   step = mgr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"MODEL_DIR={model_dir} holds no finished checkpoint to evaluate; "
                             "train first, or give PROMPT_FILE.")
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      trainable=ocp.args.StandardRestore(_abstract(like))))
+  try:
+    restored = _restore_step(mgr, step, like)
+  except DamagedCheckpointError as e:
+    raise DamagedCheckpointError(f"{e} Restart the train job on this MODEL_DIR: it sets the "
+                                 "damaged step aside and resumes from the newest intact one; "
+                                 "or give PROMPT_FILE.") from None
   return restored["trainable"], step
+
+
+# Tensorstore's status codes (and orbax's JSON files) for files that are cut, emptied,
+# missing or garbled; access errors (PERMISSION_DENIED, UNAVAILABLE, ...) are not damage.
+_DAMAGE = re.compile(r"\b(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND):")
+
+
+def _restore_step(mgr: ocp.CheckpointManager, step: int, trainable: Any,
+                  optimizer: Any = None) -> dict:
+  """Items of `step` (trainable; optimizer and meta when `optimizer` is given).
+
+  Raises RunMismatchError if the trainable leaves differ in shape from `trainable`, and
+  DamagedCheckpointError if the step's files cannot be read.
+  """
+  where = os.path.join(str(mgr.directory), str(step))
+  with _reading(where):
+    stored = mgr.item_metadata(step)["trainable"]
+  _check_shapes(stored, trainable, where)
+  args = {"trainable": ocp.args.StandardRestore(_abstract(trainable))}
+  if optimizer is not None:
+    args.update(optimizer=ocp.args.StandardRestore(_abstract(optimizer)),
+                meta=ocp.args.JsonRestore())
+  with _reading(where):
+    return mgr.restore(step, args=ocp.args.Composite(**args))
+
+
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+  """Turns the errors of unreadable checkpoint files into DamagedCheckpointError."""
+  try:
+    yield
+  except (ValueError, FileNotFoundError) as e:
+    if not (isinstance(e, (json.JSONDecodeError, FileNotFoundError)) or _DAMAGE.search(str(e))):
+      raise
+    raise DamagedCheckpointError(f"The checkpoint {where} is damaged: {_reason(e)}.") from None
+
+
+def _reason(error: Exception) -> str:
+  """The telling end of a tensorstore error: its code and what failed in which file."""
+  text = str(error).split(" [tensorstore_spec")[0].splitlines()[0]
+  parts = text.split(": ")
+  named = [i for i, part in enumerate(parts) if 'file "' in part]
+  if not named or not _DAMAGE.match(text):
+    return text[:400]
+  return f"{parts[0]}: " + ": ".join(parts[named[-1]:])
+
+
+def _check_shapes(stored: Any, like: Any, where: str) -> None:
+  """RunMismatchError naming the first leaf whose stored shape is not the model's."""
+  stored_shapes = {k: tuple(v.shape) for k, v in _flat(stored).items()}
+  for key, leaf in _flat(like).items():
+    have, want = stored_shapes.get(key), tuple(leaf.shape)
+    if have is None or have == want:
+      continue  # a missing leaf is orbax's to report
+    hint = (f"set PROMPT_LENGTH={have[0]}, the run's" if key == "prompt/prompt" else
+            "use the model settings of the run that wrote it (see its run_config.json)")
+    raise RunMismatchError(f"{key} has shape {list(have)} in {where} but this job's model "
+                           f"has {list(want)}; {hint}.")
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in leaves}
+
+
+def _on_every_process(ok: bool) -> bool:
+  """`ok` on all processes (one collective, at start-up only)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _set_aside(mgr: ocp.CheckpointManager, step: int, error: Exception | None) -> None:
+  """Renames a damaged step to `{step}.damaged-{time}` (process 0) and warns, naming both."""
+  source = os.path.join(str(mgr.directory), str(step))
+  target = f"{source}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+  if jax.process_index() == 0:
+    try:
+      tf.io.gfile.rename(source, target)
+    except tf.errors.OpError as e:
+      raise DamagedCheckpointError(f"{error} It could not be set aside ({e.message}); move "
+                                   f"{source} away by hand and restart.") from None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+  logging.warning("%s Set it aside as %s (not deleted); resuming from the newest intact "
+                  "checkpoint.", error or f"The checkpoint {source} is damaged on another "
+                  "process.", target)
+  mgr.reload()
 
 
 def check_run_config(model_dir: str, run_config: dict) -> None:

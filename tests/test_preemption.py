@@ -1,0 +1,133 @@
+"""SIGTERM (a preemption): the train job finishes its step, saves, exports the prompt and exits
+143 saying how to resume; every process stops at the same step; the restart ends bit-identical
+to a run that was never interrupted."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from prompt_tuning import job_utils
+from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_job
+
+FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
+         "--gin_file=runs/prompt_finetune.gin", "--gin_file=data/demo.gin",
+         "--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.PROMPT_LENGTH=6", "--gin.BATCH_SIZE=8",
+         "--gin.EVAL_PERIOD=None", "--gin.CHECKPOINT_PERIOD=1000"]
+# Steps to spare after the signal, which comes once step 10 is logged: two processes agree
+# on the stopping step through JAX's preemption service, which notices within about a second.
+STEPS = 150
+STOPPED = re.compile(r"Stopped by SIGTERM after step (\d+) of (\d+)")
+
+
+
+def _run(job, *flags, **kwargs):
+  """A job from the command line, compiled with less optimization (its runs are compared
+  with each other only)."""
+  return run_job(job, *flags, xla_flags=FAST_COMPILE, **kwargs)
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_compilation_cache(tmp_path_factory):
+  """The jobs started here reuse each other's compiled programs (3x faster launches)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    yield
+
+
+def _start(log, *flags, devices=1, cached=True):
+  env = job_env(devices, FAST_COMPILE)
+  if not cached:  # processes that load and compile unevenly can miss a collective's deadline
+    env = {k: v for k, v in env.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  return subprocess.Popen(job_command("train", *flags), env=env, cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+
+def _wait_for_line(log, text, procs, timeout=300):
+  start = time.time()
+  while text not in log.read_text():
+    assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
+    assert time.time() - start < timeout, f"{text!r} did not appear"
+    time.sleep(0.01)
+
+
+def _stopped_step(log):
+  match = STOPPED.search(log.read_text())
+  assert match, log.read_text()[-3000:]
+  return int(match.group(1))
+
+
+def _prompt(model_dir, step):
+  return np.load(model_dir / "prompts" / f"step_{step}.npy")
+
+
+def test_sigterm_saves_the_step_in_progress_and_the_restart_is_bit_identical(tmp_path):
+  common = [*FLAGS, f"--gin.TRAIN_STEPS={STEPS}"]
+  _run("train", *common, f"--gin.MODEL_DIR={tmp_path / 'clean'}")
+  model_dir, log = tmp_path / "stopped", tmp_path / "stopped.log"
+  proc = _start(log, *common, f"--gin.MODEL_DIR={model_dir}")
+  _wait_for_line(log, "step 10  loss", [proc])
+  holder = json.loads((model_dir / job_utils.LOCK_FILE).read_text())
+  proc.send_signal(signal.SIGTERM)
+  assert holder["pid"] == proc.pid  # the live run holds its MODEL_DIR
+  assert proc.wait(timeout=300) == job_utils.Preempted.EXIT_CODE, log.read_text()[-3000:]
+  step = _stopped_step(log)
+  assert 10 <= step < STEPS and "To resume, run the same command again." in log.read_text()
+  assert "Traceback" not in log.read_text()
+  assert [p.name for p in (model_dir / "checkpoints").iterdir()] == [str(step)]
+  assert _prompt(model_dir, step).shape == (6, 4)
+  assert not (model_dir / job_utils.LOCK_FILE).exists()
+
+  resumed = _run("train", *common, f"--gin.MODEL_DIR={model_dir}").stderr
+  assert f"Resuming from the checkpoint at step {step}." in resumed
+  np.testing.assert_array_equal(_prompt(model_dir, STEPS), _prompt(tmp_path / "clean", STEPS))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(model_dir, logs, *flags):
+  """Starts a two-process run (gloo, 2 CPU devices each) logging to `logs`; its processes."""
+  port = _free_port()
+  return [_start(log, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                 f"--process_id={i}", "--cpu_collectives=gloo", *flags,
+                 f"--gin.MODEL_DIR={model_dir}", devices=2, cached=False)
+          for i, log in enumerate(logs)]
+
+
+def _finish(procs, logs):
+  codes = [p.wait(timeout=600) for p in procs]
+  return codes, "".join(log.read_text()[-3000:] for log in logs)
+
+
+def test_sigterm_stops_two_processes_at_the_same_step_and_the_restart_is_bit_identical(
+    tmp_path):
+  common = [*FLAGS, f"--gin.TRAIN_STEPS={STEPS}"]
+  clean, model_dir = tmp_path / "clean", tmp_path / "stopped"
+  logs = {name: [tmp_path / f"{name}_{i}.log" for i in range(2)]
+          for name in ("clean", "stopped", "resumed")}
+  codes, text = _finish(_two_processes(clean, logs["clean"], *common), logs["clean"])
+  assert codes == [0, 0], text
+
+  procs = _two_processes(model_dir, logs["stopped"], *common)
+  _wait_for_line(logs["stopped"][0], "step 10  loss", procs)
+  procs[1].send_signal(signal.SIGTERM)  # one host's notice stops both
+  codes, text = _finish(procs, logs["stopped"])
+  assert codes == [job_utils.Preempted.EXIT_CODE] * 2, text
+  steps = [_stopped_step(log) for log in logs["stopped"]]
+  assert steps[0] == steps[1] and 10 <= steps[0] < STEPS, steps
+  assert [p.name for p in (model_dir / "checkpoints").iterdir()] == [str(steps[0])]
+  assert _prompt(model_dir, steps[0]).shape == (6, 4)
+
+  codes, text = _finish(_two_processes(model_dir, logs["resumed"], *common), logs["resumed"])
+  assert codes == [0, 0], text
+  assert f"Resuming from the checkpoint at step {steps[0]}." in logs["resumed"][0].read_text()
+  np.testing.assert_array_equal(_prompt(model_dir, STEPS), _prompt(clean, STEPS))
