@@ -28,6 +28,9 @@ setuptools.setup(
         "tensorflow-text>=2.16",
         "tensorflow-datasets>=4.9",
         "orbax-checkpoint>=0.6",
+        # orbax lists a gs:// MODEL_DIR's steps through it (it asks whether the bucket has a
+        # hierarchical namespace) but does not require it.
+        "google-cloud-storage>=3.0",
         "tensorstore>=0.1.60",
         "sentencepiece>=0.2",
         "safetensors>=0.4",
@@ -37,7 +40,8 @@ setuptools.setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        # gcp-storage-emulator: the local Cloud Storage of tests/test_gcs.py.
+        "test": ["pytest>=7", "pytest-xdist>=3", "gcp-storage-emulator>=2024.8.3"],
         "parity": ["torch", "transformers>=4.40", "peft>=0.10"],
         "plots": ["matplotlib>=3.7"],
     },

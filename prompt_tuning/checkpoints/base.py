@@ -67,11 +67,46 @@ def kvstore_spec(path: str) -> dict[str, Any]:
   return {"driver": "file", "path": os.path.abspath(path) + "/"}
 
 
-def _gcs_read(path: str, probe: bool):
+# The first reads of a gs:// checkpoint (which files it has, its msgpack file) give up after
+# about 8 s, so a wrong bucket, no network or no credentials end in one clear error rather
+# than TensorStore's many minutes of retries; the array reads that follow keep its default.
+_FIRST_READ_RETRIES = {"max_retries": 4, "initial_delay": "0.5s", "max_delay": "4s"}
+
+
+def _gcs_store(directory: str, what: str):
+  """A TensorStore KvStore of the gs:// `directory`, for first reads; CheckpointError if not."""
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  spec = {**kvstore_spec(directory), "gcs_request_retries": _FIRST_READ_RETRIES}
+  try:
+    return ts.KvStore.open(spec).result()
+  except ValueError as e:
+    raise _unreadable(what, e) from None
+
+
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+  reason = str(error).split(" [tensorstore_spec")[0]
+  return CheckpointError(
+      f"Cannot read {path!r} ({reason}). Check the bucket name, the network and the "
+      "credentials (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default "
+      "login`).")
+
+
+def _gcs_read(path: str, probe: bool):
   directory, name = path.rstrip("/").rsplit("/", 1)
-  store = ts.KvStore.open(kvstore_spec(directory)).result()
-  return store.read(name, byte_range=slice(0, 0) if probe else None).result()
+  store = _gcs_store(directory, path)
+  try:
+    return store.read(name, byte_range=slice(0, 0) if probe else None).result()
+  except ValueError as e:
+    raise _unreadable(path, e) from None
+
+
+def gcs_is_empty(path: str) -> bool:
+  """Whether no object at all lies under the gs:// directory `path` (it does not exist)."""
+  store = _gcs_store(path, path)
+  try:
+    return not store.list().result()
+  except ValueError as e:
+    raise _unreadable(path, e) from None
 
 
 def file_exists(path: str) -> bool:

@@ -48,15 +48,30 @@ _MODEL_TYPES = ("t5", "mt5")
 # ---------------------------------------------------------------------------------------------
 # config.json
 
+def _refuse_gcs(path: str) -> None:
+  """Hugging Face files are memory-mapped, so they must be local: one clear error if not."""
+  if base.is_gcs(path):
+    raise CheckpointError(f"Hugging Face checkpoints are read from local directories, not "
+                          f"{path!r}; copy it locally first (gsutil -m cp -r).")
+
+
 def read_hf_config(path_or_dir: str) -> dict[str, Any]:
   """The parsed config.json of a checkpoint directory (or the file itself)."""
   path_or_dir = os.fspath(path_or_dir)
   file = path_or_dir if path_or_dir.endswith(".json") else os.path.join(path_or_dir,
                                                                         CONFIG_FILE)
+  _refuse_gcs(path_or_dir)
   if not os.path.isfile(file):
     raise FileNotFoundError(f"No Hugging Face config at {file!r}.")
-  with open(file, encoding="utf-8") as f:
-    hf = json.load(f)
+  try:
+    with open(file, encoding="utf-8") as f:
+      hf = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"Hugging Face config {file!r} is not valid JSON ({e}); restore it "
+                          "from the model's original files.") from None
+  if not isinstance(hf, dict):
+    raise CheckpointError(f"Hugging Face config {file!r} holds a {type(hf).__name__}, not a "
+                          "JSON object; restore it from the model's original files.")
   if hf.get("model_type", "t5") not in _MODEL_TYPES:
     raise CheckpointError(f"{file!r} has model_type {hf['model_type']!r}; only T5-family "
                           f"checkpoints ({', '.join(_MODEL_TYPES)}) are read.")
@@ -247,9 +262,7 @@ def read_huggingface(path: str, config: T5Config | None = None) -> dict[str, Laz
   With `config`, first checks that it computes what config.json describes.
   """
   path = os.fspath(path)
-  if base.is_gcs(path):
-    raise CheckpointError(f"Hugging Face checkpoints are read from local directories, not "
-                          f"{path!r}; copy it locally first (gsutil -m cp -r).")
+  _refuse_gcs(path)
   hf = read_hf_config(path)
   if config is not None:
     check_config_agrees(path, config)

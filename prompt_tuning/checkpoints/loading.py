@@ -42,12 +42,23 @@ READERS: dict[str, Reader] = {
 _MAX_PROBLEMS = 20
 
 
+def _subfolders(path: str) -> list[str]:
+  """Names of the folders directly in the directory `path` (local or gs://)."""
+  if base.is_gcs(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      return [name.rstrip("/") for name in tf.io.gfile.listdir(path) if name.endswith("/")]
+    except tf.errors.OpError as e:
+      raise CheckpointError(f"Cannot list {path!r}: {e.message}") from None
+  if not os.path.isdir(path):
+    return []
+  return [name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name))]
+
+
 def _is_orbax_steps(path: str) -> bool:
-  """A directory of orbax step folders (`<step>/_CHECKPOINT_METADATA`), local only."""
-  if base.is_gcs(path) or not os.path.isdir(path):
-    return False
-  return any(name.isdigit() and os.path.isfile(os.path.join(path, name, ORBAX_METADATA))
-             for name in os.listdir(path))
+  """A directory of orbax step folders (`<step>/_CHECKPOINT_METADATA`)."""
+  return any(name.isdigit() and base.file_exists(base.join(path, f"{name}/{ORBAX_METADATA}"))
+             for name in _subfolders(path))
 
 
 def detect_format(path: str) -> str:
@@ -69,6 +80,9 @@ def detect_format(path: str) -> str:
   for fmt, name in probes:
     if base.file_exists(base.join(path, name)):
       return fmt
+  if base.is_gcs(path) and base.gcs_is_empty(path):
+    raise FileNotFoundError(f"Checkpoint path {path!r} does not exist (no file in the bucket "
+                            "under it); check the bucket and the path.")
   if _is_orbax_steps(path):
     return "orbax"
   raise CheckpointError(
@@ -80,14 +94,11 @@ def detect_format(path: str) -> str:
 
 def _t5x_steps_hint(path: str) -> str:
   """Points from a T5X model dir to its latest checkpoint_<step> folder, if there is one."""
-  if base.is_gcs(path):
-    return ""
-  steps = [name for name in os.listdir(path)
-           if re.fullmatch(r"checkpoint_\d+", name) and os.path.isdir(os.path.join(path, name))]
+  steps = [name for name in _subfolders(path) if re.fullmatch(r"checkpoint_\d+", name)]
   if not steps:
     return ""
   latest = max(steps, key=lambda name: int(name.split("_")[1]))
-  return f" It has T5X step folders; pass one, e.g. {os.path.join(path, latest)!r}."
+  return f" It has T5X step folders; pass one, e.g. {base.join(path, latest)!r}."
 
 
 def _as_lazy(flat: Mapping[str, Any], path: str) -> dict[str, LazyArray]:

@@ -43,11 +43,18 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
 def load_prompt(path: str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
   """Reads a .npy prompt (local or gs://) -> float32 [prompt_length, d_model], checked."""
   import tensorflow as tf  # gs:// support; imported here to keep `import prompts` light
-  if not tf.io.gfile.exists(path):
+  try:
+    exists = tf.io.gfile.exists(path)
+    if exists:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+  except tf.errors.OpError as e:  # an unreachable bucket, no credentials
+    reason = " ".join(e.message.split())
+    raise ValueError(f"PROMPT_FILE={path!r} cannot be read ({reason}); check the path, the "
+                     "network and the credentials.") from None
+  if not exists:
     raise ValueError(f"PROMPT_FILE={path!r} does not exist; point it at a .npy prompt, e.g. "
                      "{MODEL_DIR}/prompts/step_{STEP}.npy.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
   try:
     value = np.load(io.BytesIO(data), allow_pickle=False)
   except ValueError as e:
