@@ -8,6 +8,10 @@
     api.logits(model, params, inputs, targets, vocab)     # [batch, target_length, vocab]
     api.generate(model, params, inputs, vocab)            # decoded strings
 
+    # One frozen model, several prompts: each example names its prompt by index.
+    model, table = api.add_prompts(model, frozen, [topic_prompt, pos_prompt])
+    api.generate(model, table, inputs, vocab, prompt_ids=[0, 1, 1])
+
 Texts are tokenized with `vocabulary` (a seqio vocabulary or a path for
 `data.vocabularies.get_vocabulary`), or passed as lists of token ids with vocabulary None.
 EOS is appended to inputs and targets, as the jobs' feature converter does.
@@ -62,11 +66,27 @@ def add_prompt(model: model_lib.T5Model, frozen_params: Any, prompt_length: int 
   return prompted, prompted.init_params(jax.random.PRNGKey(seed), frozen_params)
 
 
+def add_prompts(model: model_lib.T5Model, frozen_params: Any,
+                prompts_: Sequence[Any]) -> tuple[model_lib.PromptedT5Model, Any]:
+  """Serves several prompts [p_i, d_model] (any lengths) on one frozen model.
+
+  Returns (PromptedT5Model, params with the prompt table); pass `prompt_ids` (one index into
+  `prompts_` per example) to `log_likelihood`, `logits` and `generate`.
+  """
+  prompted = model_lib.PromptedT5Model(model.config, max(len(p) for p in prompts_) if prompts_
+                                       else 1, eos_id=model.eos_id)
+  return prompted, prompted.with_prompt_table(frozen_params, prompts_)
+
+
 def make_batch(inputs: Texts, targets: Texts | None = None, vocabulary: Any = None,
-               eos_id: int = 1) -> dict[str, np.ndarray]:
-  """Right-padded int32 features [batch, longest + 1] (EOS appended) for `T5Model` methods."""
+               eos_id: int = 1, prompt_ids: Sequence[int] | None = None,
+               num_prompts: int | None = None) -> dict[str, np.ndarray]:
+  """Right-padded int32 features [batch, longest + 1] (EOS appended) for `T5Model` methods;
+  with `prompt_ids`, also `prompt_ids` [batch] (each checked against `num_prompts`)."""
   encode = _encoder(vocabulary)
   batch = {"encoder_input_tokens": _pad([encode(x) + [eos_id] for x in inputs])}
+  if prompt_ids is not None:
+    batch["prompt_ids"] = _check_prompt_ids(prompt_ids, len(inputs), num_prompts)
   if targets is not None:
     if len(targets) != len(inputs):
       raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets; give one each.")
@@ -77,25 +97,48 @@ def make_batch(inputs: Texts, targets: Texts | None = None, vocabulary: Any = No
   return batch
 
 
+def _check_prompt_ids(prompt_ids: Sequence[int], batch: int,
+                      num_prompts: int | None) -> np.ndarray:
+  ids = np.asarray(prompt_ids, np.int32).reshape(-1)
+  if len(ids) != batch:
+    raise ValueError(f"{len(ids)} prompt_ids for {batch} inputs; give one per input.")
+  bad = [int(i) for i in ids if i < 0 or (num_prompts is not None and i >= num_prompts)]
+  if bad:
+    raise ValueError(f"prompt_ids {bad} are not in the prompt table [0, {num_prompts}); give "
+                     "each input the index of its prompt in add_prompts' list.")
+  return ids
+
+
+def _batch(model, params, inputs, targets, vocabulary, prompt_ids) -> dict[str, np.ndarray]:
+  table = params.get("prompt", {}).get("lengths")
+  return make_batch(inputs, targets, vocabulary, model.eos_id, prompt_ids,
+                    None if table is None else len(table))
+
+
 def log_likelihood(model: model_lib.T5Model, params: Any, inputs: Texts, targets: Texts,
-                   vocabulary: Any = None) -> np.ndarray:
-  """[batch] float32: ln p(target | input), summed over the target's tokens and its EOS."""
-  batch = make_batch(inputs, targets, vocabulary, model.eos_id)
+                   vocabulary: Any = None,
+                   prompt_ids: Sequence[int] | None = None) -> np.ndarray:
+  """[batch] float32: ln p(target | input), summed over the target's tokens and its EOS.
+
+  prompt_ids: with params from `add_prompts`, each input's prompt (an index).
+  """
+  batch = _batch(model, params, inputs, targets, vocabulary, prompt_ids)
   return np.asarray(_jit(model.score)(params, batch))
 
 
 def logits(model: model_lib.T5Model, params: Any, inputs: Texts, targets: Texts,
-           vocabulary: Any = None) -> np.ndarray:
+           vocabulary: Any = None, prompt_ids: Sequence[int] | None = None) -> np.ndarray:
   """[batch, target_length, vocab] float32 teacher-forced logits (position t predicts
   target token t; the last real position predicts EOS)."""
-  batch = make_batch(inputs, targets, vocabulary, model.eos_id)
+  batch = _batch(model, params, inputs, targets, vocabulary, prompt_ids)
   return np.asarray(_jit(model.logits)(params, batch))
 
 
 def generate(model: model_lib.T5Model, params: Any, inputs: Texts, vocabulary: Any = None,
-             max_length: int = 32, method: str = "greedy") -> list:
+             max_length: int = 32, method: str = "greedy",
+             prompt_ids: Sequence[int] | None = None) -> list:
   """Decoded outputs: strings with a vocabulary, else token-id lists (EOS dropped)."""
-  batch = make_batch(inputs, None, vocabulary, model.eos_id)
+  batch = _batch(model, params, inputs, None, vocabulary, prompt_ids)
   predict = functools.partial(model.predict, method=method, max_decode_length=max_length)
   tokens = np.asarray(jax.jit(predict)(params, batch))
   rows = [[int(t) for t in row if t not in (0, model.eos_id)] for row in tokens]

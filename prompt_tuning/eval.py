@@ -8,14 +8,14 @@ output) is the same whatever the number of hosts.
 """
 
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from prompt_tuning import gin_utils, job_utils, optim, partitioning
+from prompt_tuning import ensembles, gin_utils, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
 from prompt_tuning.data import evaluation, features, rank_classification, tasks
@@ -32,18 +32,26 @@ def run_batches(fn: Callable, params: Any, examples: Sequence[dict], batch_size:
     yield job_utils.to_host(out)[np.asarray(real)]
 
 
+def decode_tokens(model: Any, params: Any, examples: Sequence[dict], batch_size: int,
+                  feature_lengths: dict[str, int], method: str, mesh: Any) -> np.ndarray:
+  """[num_examples, targets length] decoded token ids (0 after EOS), in order."""
+  predict = _jitted_predict(model.predict, method, feature_lengths["targets"])
+  chunks = list(run_batches(predict, params, examples, batch_size, feature_lengths, mesh))
+  return (np.concatenate(chunks) if chunks
+          else np.zeros((0, feature_lengths["targets"]), np.int32))
+
+
 def decode_texts(model: Any, params: Any, task: Any, examples: Sequence[dict],
                  batch_size: int, feature_lengths: dict[str, int], method: str,
                  mesh: Any) -> list[str]:
   """Generated text for each example, in order."""
-  predict = jax.jit(functools.partial(model.predict, method=method,
-                                      max_decode_length=feature_lengths["targets"]))
+  tokens = decode_tokens(model, params, examples, batch_size, feature_lengths, method, mesh)
+  return _texts(task, tokens)
+
+
+def _texts(task: Any, tokens: np.ndarray) -> list[str]:
   vocabulary = task.output_features["targets"].vocabulary
-  texts = []
-  for tokens in run_batches(predict, params, examples, batch_size, feature_lengths,
-                             mesh):
-    texts.extend(vocabulary.decode(row.tolist()) for row in tokens)
-  return texts
+  return [vocabulary.decode(row.tolist()) for row in tokens]
 
 
 def scores(model: Any, params: Any, examples: Sequence[dict], batch_size: int,
@@ -60,40 +68,160 @@ def _jitted(method: Callable) -> Callable:
   return jax.jit(method)
 
 
-def rank_classify(model: Any, params: Any, task: Any, examples: Sequence[dict],
-                  labels: Sequence[str], batch_size: int,
-                  feature_lengths: dict[str, int], mesh: Any) -> list[str]:
-  """The most likely of `labels` for each example (scored, never generated)."""
+@functools.lru_cache(maxsize=8)
+def _jitted_predict(method: Callable, decode_method: str, max_decode_length: int) -> Callable:
+  return jax.jit(functools.partial(method, method=decode_method,
+                                   max_decode_length=max_decode_length))
+
+
+def label_scores(model: Any, params: Any, task: Any, examples: Sequence[dict],
+                 labels: Sequence[str], batch_size: int, feature_lengths: dict[str, int],
+                 mesh: Any) -> np.ndarray:
+  """[num_examples, num_labels] log-likelihood of each label (EOS included) for each example."""
   candidates = rank_classification.candidate_batch(labels, task, feature_lengths)
   # Rows need a target to batch; the candidates replace it, so any will do.
-  rows = [{"inputs": ex["inputs"], "targets": candidates["decoder_target_tokens"][0]}
+  dummy = candidates["decoder_target_tokens"][0]
+  rows = [{**{k: v for k, v in ex.items() if k in ("inputs", "prompt_id")}, "targets": dummy}
           for ex in examples]
   score = _jitted(model.score_candidates)
   table = list(run_batches(lambda p, batch: score(p, batch, candidates), params, rows,
                            batch_size, feature_lengths, mesh))
-  table = np.concatenate(table) if table else np.zeros((0, len(labels)), np.float32)
+  return np.concatenate(table) if table else np.zeros((0, len(labels)), np.float32)
+
+
+def rank_classify(model: Any, params: Any, task: Any, examples: Sequence[dict],
+                  labels: Sequence[str], batch_size: int,
+                  feature_lengths: dict[str, int], mesh: Any) -> list[str]:
+  """The most likely of `labels` for each example (scored, never generated)."""
+  table = label_scores(model, params, task, examples, labels, batch_size, feature_lengths, mesh)
   return rank_classification.choose(table.reshape(-1), labels, num_examples=len(examples))
+
+
+# ---- several tasks, prompts or ensemble members in one pass ----------------------------------
+
+
+def run_groups(model: Any, params: Any, groups: Sequence[tuple[Any, Sequence[dict]]],
+               mode: str, batch_size: int, feature_lengths: dict[str, int], mesh: Any,
+               decode_method: str = "greedy") -> list[Any]:
+  """Each group's outputs from one pass over all groups' rows, batches mixing groups.
+
+  Args:
+    groups: [(task, rows)]; rows may carry `prompt_id`, a row of the params' prompt table.
+    mode: 'predict' (decoded text per row), 'score' (log-likelihood of the targets per row)
+      or 'rank' (a [rows, labels] table of the log-likelihood of each of the task's labels).
+  """
+  rows = [row for _, group_rows in groups for row in group_rows]
+  splits = np.cumsum([len(group_rows) for _, group_rows in groups])[:-1]
+  if mode == "score":
+    flat = scores(model, params, rows, batch_size, feature_lengths, mesh)
+    return [part.tolist() for part in np.split(flat, splits)]
+  if mode == "predict":
+    tokens = decode_tokens(model, params, rows, batch_size, feature_lengths, decode_method, mesh)
+    return [_texts(task, part) for (task, _), part in zip(groups, np.split(tokens, splits))]
+  labels = [rank_classification.get_class_labels(task) for task, _ in groups]
+  union = list(dict.fromkeys(label for task_labels in labels for label in task_labels))
+  table = label_scores(model, params, groups[0][0], rows, union, batch_size, feature_lengths,
+                       mesh)
+  return [part[:, [union.index(label) for label in task_labels]]
+          for task_labels, part in zip(labels, np.split(table, splits))]
+
+
+def with_prompts(task: Any, examples: Sequence[dict], prompt_names: Sequence[str] | None,
+                 members: int = 1) -> list[dict]:
+  """The rows to run for `examples`, each with its `prompt_id` (a row of the prompt table).
+
+  prompt_names (PROMPTS' keys, in table order): an example runs under the prompt its
+  `prompt` field names (a JSONL line's "prompt"), else under its task's name.
+  members > 1 (an ensemble): each example becomes `members` rows in a row, prompt_id 0..n-1.
+  """
+  if members > 1:
+    return [{**ex, "prompt_id": m} for ex in examples for m in range(members)]
+  if prompt_names is None:
+    return list(examples)
+  index = {name: i for i, name in enumerate(prompt_names)}
+  rows = []
+  for number, ex in enumerate(examples, start=1):
+    name = ex.get("prompt") or tasks.base_name(task.name)
+    if name not in index:
+      raise ValueError(
+          f"Example {number} of {tasks.base_name(task.name)} ({_quote(ex)}) runs under prompt "
+          f"{name!r}, which is not in PROMPTS {sorted(index)}; add it to PROMPTS or fix the "
+          "example's \"prompt\" field.")
+    rows.append({**ex, "prompt_id": index[name]})
+  return rows
+
+
+def _quote(example: dict) -> str:
+  text = example.get("inputs_pretokenized", "")
+  text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+  return f"inputs {text[:40]!r}" + ("..." if len(text) > 40 else "")
+
+
+def predictions(model: Any, params: Any, groups: Sequence[tuple[Any, Sequence[dict]]], *,
+                use_rank_classification: bool, batch_size: int,
+                feature_lengths: dict[str, int], mesh: Any, decode_method: str = "greedy",
+                members: int = 1) -> list[tuple[list[str], list[list[str]]]]:
+  """For each (task, rows) group: (predictions, each member's predictions).
+
+  Ranked groups (rank classification on, class labels known) and decoded ones each run as one
+  pass. With members > 1 the rows are example-major (`with_prompts`), and the predictions
+  are the ensemble's vote; otherwise the members' list holds the predictions alone.
+  """
+  ranked = [use_rank_classification and bool(rank_classification.get_class_labels(task))
+            for task, _ in groups]
+  out: list[Any] = [None] * len(groups)
+  for rank in (True, False):
+    chosen = [i for i, r in enumerate(ranked) if r == rank]
+    if not chosen:
+      continue
+    results = run_groups(model, params, [groups[i] for i in chosen],
+                         "rank" if rank else "predict", batch_size, feature_lengths, mesh,
+                         decode_method)
+    for i, result in zip(chosen, results):
+      out[i] = _vote(groups[i][0], result, rank, members)
+  return out
+
+
+def _vote(task: Any, result: Any, rank: bool, members: int) -> tuple[list[str], list[list[str]]]:
+  if rank:
+    labels = rank_classification.get_class_labels(task)
+    tables = np.asarray(result).reshape(-1, members, len(labels)).transpose(1, 0, 2)
+    each = [rank_classification.choose(t.reshape(-1), labels, num_examples=len(t))
+            for t in tables]
+    return (ensembles.vote_labels(tables, labels) if members > 1 else each[0]), each
+  each = [list(result[m::members]) for m in range(members)]
+  return (ensembles.vote_texts(each) if members > 1 else each[0]), each
 
 
 def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name: str,
                     task_feature_lengths: dict[str, int], batch_size: int,
                     split: str = "validation", use_rank_classification: bool = False,
-                    decode_method: str = "greedy",
-                    vocabulary_path: str | None = None) -> dict[str, float]:
-  """{'task/metric': value} for each task of the mixture with `split`."""
-  metrics = {}
+                    decode_method: str = "greedy", vocabulary_path: str | None = None,
+                    prompt_names: Sequence[str] | None = None,
+                    ensemble_size: int = 1) -> dict[str, float]:
+  """{'task/metric': value} for each task of the mixture with `split`.
+
+  prompt_names: the params hold a prompt table (PROMPTS); each example runs under its own.
+  ensemble_size > 1: the params hold the members' table (PROMPT_ENSEMBLE); 'task/metric' is
+  the ensemble's vote and 'task/member_{i}/metric' each member's.
+  """
   name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
+  groups = []
   for task in tasks_with_split(name, split):
     examples = features.get_examples(task.name, split, task_feature_lengths)
-    labels = rank_classification.get_class_labels(task) if use_rank_classification else None
-    if labels:
-      predictions = rank_classify(model, params, task, examples, labels, batch_size,
-                                  task_feature_lengths, mesh)
-    else:
-      predictions = decode_texts(model, params, task, examples, batch_size,
-                                 task_feature_lengths, decode_method, mesh)
-    for metric, value in evaluation.compute_metrics(task, examples, predictions).items():
-      metrics[f"{tasks.base_name(task.name)}/{metric}"] = float(value)
+    groups.append((task, examples, with_prompts(task, examples, prompt_names, ensemble_size)))
+  results = predictions(model, params, [(task, rows) for task, _, rows in groups],
+                        use_rank_classification=use_rank_classification,
+                        batch_size=batch_size, feature_lengths=task_feature_lengths, mesh=mesh,
+                        decode_method=decode_method, members=ensemble_size)
+  metrics = {}
+  for (task, examples, _), (chosen, each) in zip(groups, results):
+    base = tasks.base_name(task.name)
+    for metric, value in evaluation.compute_metrics(task, examples, chosen).items():
+      metrics[f"{base}/{metric}"] = float(value)
+    for m, member in enumerate(each if ensemble_size > 1 else []):
+      for metric, value in evaluation.compute_metrics(task, examples, member).items():
+        metrics[f"{base}/member_{m}/{metric}"] = float(value)
   return metrics
 
 
@@ -137,25 +265,70 @@ def trained_params(model: Any, *, initial_checkpoint_path: str | None, model_dir
   return optim.merge(trainable, frozen), f"{model_dir} step {step}", step
 
 
+def serving_params(model: Any, *, initial_checkpoint_path: str | None,
+                   prompts: Mapping[str, str] | None, prompt_ensemble: Sequence[str] | None,
+                   mesh: Any, rules: Any) -> tuple[Any, list[str] | None, int, str]:
+  """The frozen model with a prompt table: (params, prompt_names, ensemble size, source).
+
+  prompts: PROMPTS, {name: prompt file}; examples pick theirs by task or "prompt" field.
+  prompt_ensemble: PROMPT_ENSEMBLE, [prompt file, ...]; every example runs under each.
+  """
+  if prompts is not None and prompt_ensemble is not None:
+    raise ValueError("Both PROMPTS and PROMPT_ENSEMBLE are set; give one (PROMPTS picks one "
+                     "prompt per example, PROMPT_ENSEMBLE runs every example under each).")
+  if not hasattr(model, "with_prompt_table"):
+    raise ValueError("PROMPTS and PROMPT_ENSEMBLE need a prompted model; use a "
+                     "models/*_prompt.gin file.")
+  if prompts is not None:
+    if not isinstance(prompts, Mapping) or not prompts:
+      raise ValueError(f"PROMPTS={prompts!r} must be a non-empty mapping {{name: prompt "
+                       "file}}, e.g. --gin.PROMPTS=\"{'wordnet_topic': 'a.npy'}\".")
+    names, files, members = [str(k) for k in prompts], list(prompts.values()), 1
+  else:
+    files = ensembles.check_members(prompt_ensemble)
+    names, members = None, len(files)
+  loaded = [prompts_io.load_prompt(f) for f in files]
+  params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules,
+                                  jax.random.PRNGKey(0))
+  params = model.with_prompt_table(params, loaded, [f"Prompt file {f!r}" for f in files])
+  source = f"PROMPTS={dict(prompts)}" if prompts is not None else f"PROMPT_ENSEMBLE={files}"
+  return params, names, members, source
+
+
 def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_name: str,
              task_feature_lengths: dict[str, int], batch_size: int, model_dir: str | None = None,
              prompt_file: str | None = None, split: str = "validation",
              use_rank_classification: bool = False, decode_method: str = "greedy",
              vocabulary_path: str | None = None, num_partitions: int = 1,
              trainable_regex: str = optim.PROMPT_REGEX,
-             rules: partitioning.Rules = partitioning.DEFAULT_RULES) -> dict[str, float]:
-  """Evaluates a trained prompt; logs the metrics and writes them under MODEL_DIR/eval."""
+             rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+             prompts: Mapping[str, str] | None = None,
+             prompt_ensemble: Sequence[str] | None = None) -> dict[str, float]:
+  """Evaluates a trained prompt (or PROMPTS, or PROMPT_ENSEMBLE); logs the metrics and
+  writes them under MODEL_DIR/eval."""
+  if model_dir is not None:  # read, so never created; its metrics are written there
+    job_utils.check_output_dir("MODEL_DIR", model_dir, create=False)
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
+  names, members = None, 1
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    params, source, step = trained_params(
-        model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
-        prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
+    if prompts is not None or prompt_ensemble is not None:
+      if prompt_file is not None:
+        raise ValueError("PROMPT_FILE is set together with PROMPTS or PROMPT_ENSEMBLE; give "
+                         "the prompts in one of them.")
+      params, names, members, source = serving_params(
+          model, initial_checkpoint_path=initial_checkpoint_path, prompts=prompts,
+          prompt_ensemble=prompt_ensemble, mesh=mesh, rules=rules)
+      step = 0
+    else:
+      params, source, step = trained_params(
+          model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
+          prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
     metrics = evaluate_params(
         params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
         use_rank_classification=use_rank_classification, decode_method=decode_method,
-        vocabulary_path=vocabulary_path)
+        vocabulary_path=vocabulary_path, prompt_names=names, ensemble_size=members)
   logging.info("Metrics of %s on %s/%s: %s", source, mixture_or_task_name, split, metrics)
   if model_dir is not None:
     job_utils.Summaries(model_dir, f"eval_{split}").scalars(step, metrics)

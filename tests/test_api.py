@@ -72,6 +72,27 @@ def test_load_prompt_score_logits_generate(hf_dir):
   assert len(out) == 2 and all(isinstance(t, int) and t not in (0, 1) for r in out for t in r)
 
 
+def test_several_prompts_one_per_example(hf_dir):
+  frozen_model, frozen = api.load_frozen(hf_dir)
+  rng = np.random.default_rng(0)
+  prompts_ = [rng.normal(size=(n, 32)).astype(np.float32) for n in (4, 2)]
+  m, table = api.add_prompts(frozen_model, frozen, prompts_)
+  inputs, targets = [[5, 6, 7], [8], [9, 9]], [[9], [10, 11], [12]]
+  scores = api.log_likelihood(m, table, inputs, targets, prompt_ids=[1, 0, 1])
+  out = api.generate(m, table, inputs, max_length=4, prompt_ids=[1, 0, 1])
+  for row, i in enumerate([1, 0, 1]):
+    single, params = api.add_prompt(frozen_model, frozen, prompt_length=len(prompts_[i]))
+    params["prompt"]["prompt"] = prompts_[i]
+    np.testing.assert_allclose(
+        scores[row], api.log_likelihood(single, params, inputs[row:row + 1],
+                                        targets[row:row + 1])[0], rtol=1e-5, atol=1e-5)
+    assert out[row] == api.generate(single, params, inputs[row:row + 1], max_length=4)[0]
+  with pytest.raises(ValueError, match=r"prompt_ids \[2\] are not in the prompt table"):
+    api.log_likelihood(m, table, inputs, targets, prompt_ids=[0, 2, 1])
+  with pytest.raises(ValueError, match="2 prompt_ids for 3 inputs"):
+    api.generate(m, table, inputs, prompt_ids=[0, 1])
+
+
 @needs_fixtures
 def test_load_t5x_by_size_name():
   m, frozen = api.load_frozen(str(TINY_T5X), "t5_1_1_tiny")

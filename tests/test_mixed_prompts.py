@@ -1,5 +1,7 @@
 """One frozen model, many prompts: mixed-prompt batches equal single-prompt runs row by row."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -90,3 +92,89 @@ def test_prompt_table_errors():
   single = {**frozen, "prompt": {"prompt": np.zeros((5, TINY.emb_dim), np.float32)}}
   with pytest.raises(ValueError, match="with_prompt_table"):
     mixed.score(single, {**batch, "prompt_ids": IDS})
+
+
+# ---- the jobs: PROMPTS and PROMPT_ENSEMBLE ---------------------------------------------------
+
+SERVED = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=512)  # the demo vocabulary's
+
+def _serving_setup(tmp_path):
+  """Three prompt files of lengths 3, 1, 5 and a JSONL task whose test lines name them."""
+  from prompt_tuning.checkpoints import prompts_io
+  from prompt_tuning.data import demo, jsonl
+  rng = np.random.default_rng(1)
+  files = {}
+  for name, length in zip("abc", LENGTHS):
+    files[name] = str(tmp_path / f"{name}.npy")
+    prompts_io.save_prompt(files[name], rng.uniform(-0.5, 0.5, (length, 4)).astype(np.float32))
+  lines = [json.loads(l) for l in open(demo.FILES["validation"])][:6]
+  for i, line in enumerate(lines):
+    line["prompt"] = "abc"[i % 3]
+  test = tmp_path / "test.jsonl"
+  test.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  task = jsonl.jsonl_task(test=str(test), class_labels=["positive", "negative"],
+                          vocabulary_path=demo.vocabulary_path(), name="served_jsonl")
+  return files, lines, task
+
+
+def _infer(task, out_dir, prompt_length=5, mode="score", **kwargs):
+  from prompt_tuning import infer
+  model_ = model.PromptedT5Model(SERVED, prompt_length=prompt_length)
+  [path] = infer.infer(model=model_, initial_checkpoint_path=None, mixture_or_task_name=task,
+                       task_feature_lengths={"inputs": 32, "targets": 4}, batch_size=6,
+                       output_dir=str(out_dir), mode=mode, **kwargs)
+  return [json.loads(l) for l in open(path)]
+
+
+def test_infer_job_serves_each_jsonl_line_under_its_prompt(tmp_path):
+  files, lines, task = _serving_setup(tmp_path)
+  mixed = _infer(task, tmp_path / "mixed", prompts=files)
+  assert [r["prompt"] for r in mixed] == [l["prompt"] for l in lines]
+  for name, length in zip("abc", LENGTHS):
+    alone = _infer(task, tmp_path / name, prompt_length=length, prompt_file=files[name])
+    for got, want in zip(mixed, alone):
+      if got["prompt"] == name:
+        np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"Example 2 of served_jsonl .* prompt 'b', which is "
+                                       r"not in PROMPTS \['a', 'c'\]"):
+    _infer(task, tmp_path / "bad", prompts={"a": files["a"], "c": files["c"]})
+
+
+def test_ensemble_reports_each_member_and_the_vote(tmp_path):
+  files, _, task = _serving_setup(tmp_path)
+  members = [files["a"], files["b"], files["c"]]
+  out = _infer(task, tmp_path / "ens", mode="rank", prompt_ensemble=members)
+  singles = [_infer(task, tmp_path / n, prompt_length=l, mode="rank", prompt_file=files[n])
+             for n, l in zip("abc", LENGTHS)]
+  for i, record in enumerate(out):
+    assert record["member_predictions"] == [s[i]["prediction"] for s in singles]
+    votes = record["member_predictions"]
+    if votes.count(max(set(votes), key=votes.count)) >= 2:  # a majority; no tie of 3 labels
+      assert record["prediction"] == max(set(votes), key=votes.count)
+  with pytest.raises(ValueError, match="at least two"):
+    _infer(task, tmp_path / "one", mode="rank", prompt_ensemble=[files["a"]])
+  with pytest.raises(ValueError, match="Both PROMPTS and PROMPT_ENSEMBLE"):
+    _infer(task, tmp_path / "both", mode="rank", prompts=files, prompt_ensemble=members)
+
+
+def test_vote_by_hand():
+  labels = ["x", "y", "z"]
+  tables = np.log(np.array([
+      # example 0: votes x, x, y -> x.  example 1: x, y, z (a three-way tie) -> the label with
+      # the highest summed log-likelihood (z).  example 2: y, y, y.
+      [[.6, .3, .1], [.5, .2, .3], [.3, .4, .3]],
+      [[.5, .1, .4], [.1, .5, .4], [.3, .3, .4]],
+      [[.1, .8, .1], [.2, .7, .1], [.1, .6, .3]],
+  ])).transpose(1, 0, 2)  # [members, examples, labels]
+  from prompt_tuning import ensembles
+  assert ensembles.vote_labels(tables, labels) == ["x", "z", "y"]
+  # An exact tie of votes and summed scores goes to the earlier label.
+  assert ensembles.vote_labels(np.log([[[.5, .5]], [[.5, .5]]]), ["p", "q"]) == ["p"]
+  assert ensembles.vote_texts([["a", "b", "c"], ["a", "c", "d"], ["b", "c", "e"]]) == \
+      ["a", "c", "c"]
+  # Two strings with one vote each: the earliest member's.
+  assert ensembles.vote_texts([["b"], ["a"]]) == ["b"]
+  with pytest.raises(ValueError, match="at least two"):
+    ensembles.check_members(["only.npy"])
+  with pytest.raises(ValueError, match="one string"):
+    ensembles.check_members("a.npy")

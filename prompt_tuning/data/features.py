@@ -280,7 +280,7 @@ def batch_examples(examples: Sequence[Mapping[str, Any]], batch_size: int,
   The final batch is filled up with copies of its last example (a real row, so no fully
   padded sequence reaches the model) whose `real` entry is False; drop those outputs.
   Rows longer than `feature_lengths` raise DataError (silently cutting a scored target
-  would change its score).
+  would change its score). Rows with a `prompt_id` add `prompt_ids` [batch] to the batch.
   """
   lengths = check_feature_lengths(feature_lengths)
   if batch_size < 1:
@@ -291,4 +291,7 @@ def batch_examples(examples: Sequence[Mapping[str, Any]], batch_size: int,
     chunk += [chunk[-1]] * (batch_size - len(chunk))
     inputs = np.stack([_pad_row(ex["inputs"], lengths["inputs"], "inputs") for ex in chunk])
     targets = np.stack([_pad_row(ex["targets"], lengths["targets"], "targets") for ex in chunk])
-    yield to_model_batch(inputs, targets), real
+    batch = to_model_batch(inputs, targets)
+    if "prompt_id" in chunk[0]:  # a row of the model's prompt table (mixed-prompt batches)
+      batch["prompt_ids"] = np.asarray([ex["prompt_id"] for ex in chunk], np.int32)
+    yield batch, real

@@ -2,6 +2,8 @@
 
 Each line is an object {"inputs": "...", "targets": "..."} (strings; other fields are
 ignored; blank lines are skipped). In the test file "targets" may be left out (it is then "").
+An optional "prompt" string names the prompt the line runs under when eval or infer serve
+several prompts at once (PROMPTS); it reaches the examples as their `prompt` feature.
 Files are checked completely when the task is registered, so a bad line fails the job at start
 with its file and line number, never later inside tf.data.
 """
@@ -24,8 +26,8 @@ _REGISTERED: dict[str, tuple] = {}  # task name -> the configuration it was regi
 
 
 def parse_line(line: bytes | str, path: str, line_number: int, *,
-               require_targets: bool = True) -> tuple[str, str] | None:
-  """(inputs, targets) of one JSONL line, None for a blank line.
+               require_targets: bool = True) -> tuple[str, str, str] | None:
+  """(inputs, targets, prompt) of one JSONL line ("" for absent fields), None if blank.
 
   Raises:
     JsonlFormatError: naming `path`, `line_number` and what is wrong.
@@ -53,18 +55,19 @@ def parse_line(line: bytes | str, path: str, line_number: int, *,
     if field not in record:
       raise errors.JsonlFormatError(f"{where}: the field {field!r} is missing.")
   values = []
-  for field in ("inputs", "targets"):
+  for field in ("inputs", "targets", "prompt"):
     value = record.get(field, "")
     if not isinstance(value, str):
       raise errors.JsonlFormatError(
           f"{where}: the field {field!r} is a {type(value).__name__} ({value!r:.40}), not a "
           "string; quote it.")
     values.append(value)
-  return values[0], values[1]
+  return values[0], values[1], values[2]
 
 
-def read_jsonl(path: str, *, require_targets: bool = True) -> Iterator[tuple[str, str, int]]:
-  """(inputs, targets, line number) of each non-blank line of `path`, checked."""
+def read_jsonl(path: str, *,
+               require_targets: bool = True) -> Iterator[tuple[str, str, str, int]]:
+  """(inputs, targets, prompt, line number) of each non-blank line of `path`, checked."""
   with tf.io.gfile.GFile(path, "rb") as f:
     for line_number, line in enumerate(f, start=1):
       parsed = parse_line(line, path, line_number, require_targets=require_targets)
@@ -81,36 +84,52 @@ def check_file(path: str, split: str, *,
     EmptySplitError (no examples).
   """
   macro = SPLIT_MACROS.get(split, split)
-  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+  try:
+    found = tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+  except tf.errors.OpError as e:
+    raise _unreadable(macro, path, e) from None
+  if not found:
     raise FileNotFoundError(f"{macro}={path!r}: no such file; give the path of a JSONL file "
                             "(one {\"inputs\": ..., \"targets\": ...} object per line).")
   require_targets = split != "test"
   count = 0
-  for _, targets, line_number in read_jsonl(path, require_targets=require_targets):
-    if class_labels is not None and (require_targets or targets) and targets not in class_labels:
-      raise errors.JsonlFormatError(
-          f"{path}, line {line_number}: target {targets!r} is not one of CLASS_LABELS "
-          f"{list(class_labels)}; fix the line or CLASS_LABELS.")
-    count += 1
+  try:
+    for _, targets, _, line_number in read_jsonl(path, require_targets=require_targets):
+      if (class_labels is not None and (require_targets or targets)
+          and targets not in class_labels):
+        raise errors.JsonlFormatError(
+            f"{path}, line {line_number}: target {targets!r} is not one of CLASS_LABELS "
+            f"{list(class_labels)}; fix the line or CLASS_LABELS.")
+      count += 1
+  except tf.errors.OpError as e:
+    raise _unreadable(macro, path, e) from None
   if count == 0:
     raise errors.EmptySplitError(f"{macro}={path!r} has no examples; give a file with at least "
                                  f"one line, or None to leave out the {split} split.")
   return count
 
 
+def _unreadable(macro: str, path: str, error: tf.errors.OpError) -> errors.DataError:
+  """A file that exists, or may, but cannot be read: an unreachable bucket, no credentials."""
+  reason = " ".join(error.message.split())
+  return errors.DataError(f"{macro}={path!r} cannot be read ({reason}); check the path, the "
+                          "network and the credentials.")
+
+
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
                 files: Mapping[str, str]) -> tf.data.Dataset:
-  """{"inputs", "targets"} strings of the file for `split`, in file order (seqio shuffles)."""
+  """{"inputs", "targets", "prompt"} strings of the file for `split`, in file order (seqio
+  shuffles)."""
   del shuffle_files, seed  # one file: nothing to shuffle at the file level
   path = files[split]
 
   def generate():
-    for inputs, targets, _ in read_jsonl(path, require_targets=split != "test"):
-      yield {"inputs": inputs, "targets": targets}
+    for inputs, targets, prompt, _ in read_jsonl(path, require_targets=split != "test"):
+      yield {"inputs": inputs, "targets": targets, "prompt": prompt}
 
   spec = tf.TensorSpec([], tf.string)
-  return tf.data.Dataset.from_generator(generate,
-                                        output_signature={"inputs": spec, "targets": spec})
+  return tf.data.Dataset.from_generator(
+      generate, output_signature={"inputs": spec, "targets": spec, "prompt": spec})
 
 
 class JsonlDataSource(seqio.FunctionDataSource):
@@ -141,7 +160,10 @@ def _check_class_labels(class_labels: Sequence[str] | None) -> tuple[str, ...] |
 
 
 def _file_key(path: str) -> tuple:
-  stat = tf.io.gfile.stat(path) if tf.io.gfile.exists(path) else None
+  try:
+    stat = tf.io.gfile.stat(path) if tf.io.gfile.exists(path) else None
+  except tf.errors.OpError:  # unreadable: check_file says so when the task is registered
+    stat = None
   return (path, stat.length if stat else None, stat.mtime_nsec if stat else None)
 
 

@@ -21,7 +21,7 @@ import re
 from typing import Iterable, Iterator, Sequence
 
 from prompt_tuning import pretrained
-from prompt_tuning.data import jsonl, vocabularies
+from prompt_tuning.data import jsonl, registry, vocabularies
 
 WORDNET_DIR = "/usr/share/wordnet"
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "wordnet")
@@ -37,6 +37,7 @@ POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": 
 POS_LABELS = ("noun", "verb", "adjective", "adverb")
 TASK_SIZES = {"train": 500, "validation": 100, "test": 100}  # examples per class
 TASK_NAMES = ("wordnet_topic", "wordnet_pos")
+MIXTURE_NAME = "wordnet"  # both tasks at equal rates: one run, or one eval with PROMPTS
 
 WORDNET_LICENSE = """\
 WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.
@@ -215,6 +216,7 @@ def register(vocabulary_path: str = pretrained.MINI_VOCABULARY_PATH) -> None:
   for name, labels in zip(TASK_NAMES, (TOPIC_LABELS, POS_LABELS)):
     jsonl.register_jsonl_task(name, task_files(name), vocabulary=vocabulary,
                               class_labels=labels)
+  registry.add_mixture(MIXTURE_NAME, [(name, 1.0) for name in TASK_NAMES])
 
 
 register()
