@@ -23,7 +23,7 @@ import gcs_emulator
 from prompt_tuning.data import demo
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
-from subprocess_helpers import REPO, job_command, job_env, run_python
+from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_python
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "checkpoints"))
 import checkpoint_helpers  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
@@ -46,10 +46,25 @@ def gcs(tmp_path_factory):
     emulator.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_compilation_cache(tmp_path_factory):
+  """The jobs started here reuse each other's compiled programs (about 3x faster launches);
+  they are compared with each other and with files, never with other numbers, so they also
+  compile with less optimization (FAST_COMPILE, in _env)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    yield
+
+
+def _env(gcs):
+  return {**job_env(xla_flags=FAST_COMPILE), **gcs.env}
+
+
 def _run_job(gcs, job, *flags, check=True, timeout=600):
   """A job from the command line, its gs:// requests sent to the emulator."""
   proc = subprocess.run(job_command(job, *flags), capture_output=True, text=True,
-                        timeout=timeout, env={**job_env(), **gcs.env}, cwd=REPO)
+                        timeout=timeout, env=_env(gcs), cwd=REPO)
   if check and proc.returncode:
     raise AssertionError(f"{job} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
   return proc
@@ -132,7 +147,7 @@ def test_a_run_whose_model_dir_is_a_bucket(gcs, tmp_path):
   with open(log, "w") as stderr:
     first = subprocess.Popen(job_command("train", *train, "--gin.CHECKPOINT_PERIOD=1"),
                              stdout=subprocess.DEVNULL, stderr=stderr, text=True,
-                             env={**job_env(), **gcs.env}, cwd=REPO)
+                             env=_env(gcs), cwd=REPO)
   try:
     _wait_for(gcs, "run/prompts/step_1.npy", first, log)
     assert first.poll() is None, "the first run ended before it could be killed"
