@@ -47,3 +47,8 @@ def run_job(job: str, *flags: str, devices: int = 1, timeout: int = 600,
   if check and proc.returncode:
     raise AssertionError(f"{job} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
   return proc
+
+
+def run_fast_job(job: str, *flags: str, **kwargs) -> subprocess.CompletedProcess:
+  """`run_job` compiled with FAST_COMPILE: for runs compared with each other only."""
+  return run_job(job, *flags, xla_flags=FAST_COMPILE, **kwargs)

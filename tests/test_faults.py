@@ -23,7 +23,7 @@ from prompt_tuning import job_utils
 from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints.base import CheckpointError
-from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_job
+from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job
 
 FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
          "--gin_file=runs/prompt_finetune.gin", "--gin_file=data/demo.gin",
@@ -31,20 +31,7 @@ FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_l
          "--gin.EVAL_PERIOD=None"]
 RUN = [*FLAGS, "--gin.TRAIN_STEPS=6", "--gin.CHECKPOINT_PERIOD=2"]
 
-
-
-def _run(job, *flags, **kwargs):
-  """A job from the command line, compiled with less optimization (its runs are compared
-  with each other only)."""
-  return run_job(job, *flags, xla_flags=FAST_COMPILE, **kwargs)
-
-@pytest.fixture(scope="module", autouse=True)
-def _shared_compilation_cache(tmp_path_factory):
-  """The jobs started here reuse each other's compiled programs (3x faster launches)."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")
 
 
 def _truncate_a_data_file(step_dir):
@@ -229,7 +216,7 @@ def test_hugging_face_config_that_is_not_json_names_the_file(tmp_path):
 def clean_run(tmp_path_factory):
   """A finished 6-step run (checkpoints 2, 4, 6) and its log."""
   model_dir = tmp_path_factory.mktemp("clean") / "run"
-  proc = _run("train", *RUN, f"--gin.MODEL_DIR={model_dir}")
+  proc = run_fast_job("train", *RUN, f"--gin.MODEL_DIR={model_dir}")
   return model_dir, proc.stderr
 
 
@@ -251,7 +238,7 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(clean_run
   shutil.copytree(clean, model_dir)
   _truncate_a_data_file(str(model_dir / "checkpoints" / "6"))
   _empty_the_manifest(str(model_dir / "checkpoints" / "4"))
-  log = _run("train", *RUN, f"--gin.MODEL_DIR={model_dir}").stderr
+  log = run_fast_job("train", *RUN, f"--gin.MODEL_DIR={model_dir}").stderr
   for step in (6, 4):
     assert f"{model_dir / 'checkpoints' / str(step)} is damaged" in log
   assert "Resuming from the checkpoint at step 2." in log
@@ -273,7 +260,7 @@ def test_a_second_train_job_on_a_model_dir_refuses_to_start(tmp_path):
       assert first.poll() is None and time.time() - start < 300, "the first run did not start"
       time.sleep(0.05)
     first.send_signal(signal.SIGSTOP)  # alive, holding the lock, and leaving the CPU free
-    second = _run("train", *RUN, f"--gin.MODEL_DIR={model_dir}", check=False)
+    second = run_fast_job("train", *RUN, f"--gin.MODEL_DIR={model_dir}", check=False)
   finally:
     first.kill()
     first.wait()
@@ -298,7 +285,7 @@ def _not_json_hf_dir(tmp_path):
 ])
 def test_bad_paths_get_one_clear_error_before_any_compute(tmp_path, flags, message):
   (tmp_path / "file").write_text("not a directory")
-  proc = _run("train", *flags(tmp_path), check=False)
+  proc = run_fast_job("train", *flags(tmp_path), check=False)
   assert proc.returncode == 1
   assert message.format(t=tmp_path) in proc.stderr and "Traceback" not in proc.stderr
   assert "Training" not in proc.stderr and not (tmp_path / "run").exists()

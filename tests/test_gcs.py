@@ -45,16 +45,7 @@ def gcs(tmp_path_factory):
   finally:
     emulator.stop()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _shared_compilation_cache(tmp_path_factory):
-  """The jobs started here reuse each other's compiled programs (about 3x faster launches);
-  they are compared with each other and with files, never with other numbers, so they also
-  compile with less optimization (FAST_COMPILE, in _env)."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")
 
 
 def _env(gcs):

@@ -7,8 +7,9 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 
-from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_job
+from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job, run_job
 
 FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
          "--gin_file=runs/prompt_finetune.gin", "--gin_file=data/demo.gin",
@@ -61,13 +62,12 @@ def test_two_processes_match_one_process(tmp_path):
                              atol=1e-5, rtol=0)
 
 
-def test_sigkill_at_several_points_then_restart_is_bit_identical(tmp_path, monkeypatch):
-  # The five launches compare with each other only: they share compiled programs and
-  # compile with less optimization (launches about 3x faster).
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+@pytest.mark.usefixtures("shared_compilation_cache")
+def test_sigkill_at_several_points_then_restart_is_bit_identical(tmp_path):
+  # The five launches compare with each other only (so they may share programs and
+  # compile with less optimization).
   common = [*FLAGS, "--gin.TRAIN_STEPS=12", "--gin.CHECKPOINT_PERIOD=2"]
-  run_job("train", *common, f"--gin.MODEL_DIR={tmp_path / 'clean'}", xla_flags=FAST_COMPILE)
+  run_fast_job("train", *common, f"--gin.MODEL_DIR={tmp_path / 'clean'}")
   crashed = tmp_path / "crashed"
   command = job_command("train", *common, f"--gin.MODEL_DIR={crashed}")
   # Kill when a given checkpoint step appears (+ a delay, to land mid-step or mid-save).
@@ -78,7 +78,7 @@ def test_sigkill_at_several_points_then_restart_is_bit_identical(tmp_path, monke
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-  run_job("train", *common, f"--gin.MODEL_DIR={crashed}", xla_flags=FAST_COMPILE)
+  run_fast_job("train", *common, f"--gin.MODEL_DIR={crashed}")
   for step in range(2, 13, 2):
     np.testing.assert_array_equal(_prompt(crashed, step), _prompt(tmp_path / "clean", step))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning import job_utils
-from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_job
+from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job
 
 FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
          "--gin_file=runs/prompt_finetune.gin", "--gin_file=data/demo.gin",
@@ -24,20 +24,7 @@ FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_l
 STEPS = 150
 STOPPED = re.compile(r"Stopped by SIGTERM after step (\d+) of (\d+)")
 
-
-
-def _run(job, *flags, **kwargs):
-  """A job from the command line, compiled with less optimization (its runs are compared
-  with each other only)."""
-  return run_job(job, *flags, xla_flags=FAST_COMPILE, **kwargs)
-
-@pytest.fixture(scope="module", autouse=True)
-def _shared_compilation_cache(tmp_path_factory):
-  """The jobs started here reuse each other's compiled programs (3x faster launches)."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")
 
 
 def _start(log, *flags, devices=1, cached=True):
@@ -68,7 +55,7 @@ def _prompt(model_dir, step):
 
 def test_sigterm_saves_the_step_in_progress_and_the_restart_is_bit_identical(tmp_path):
   common = [*FLAGS, f"--gin.TRAIN_STEPS={STEPS}"]
-  _run("train", *common, f"--gin.MODEL_DIR={tmp_path / 'clean'}")
+  run_fast_job("train", *common, f"--gin.MODEL_DIR={tmp_path / 'clean'}")
   model_dir, log = tmp_path / "stopped", tmp_path / "stopped.log"
   proc = _start(log, *common, f"--gin.MODEL_DIR={model_dir}")
   _wait_for_line(log, "step 10  loss", [proc])
@@ -83,7 +70,7 @@ def test_sigterm_saves_the_step_in_progress_and_the_restart_is_bit_identical(tmp
   assert _prompt(model_dir, step).shape == (6, 4)
   assert not (model_dir / job_utils.LOCK_FILE).exists()
 
-  resumed = _run("train", *common, f"--gin.MODEL_DIR={model_dir}").stderr
+  resumed = run_fast_job("train", *common, f"--gin.MODEL_DIR={model_dir}").stderr
   assert f"Resuming from the checkpoint at step {step}." in resumed
   np.testing.assert_array_equal(_prompt(model_dir, STEPS), _prompt(tmp_path / "clean", STEPS))
 
