@@ -13,6 +13,8 @@ from prompt_tuning import combine, model, prompts
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
+import peft_helpers
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 PRETRAINED = FIXTURES / "pretrained_prompts_t5_1_1_lm100k_base"
@@ -320,14 +322,7 @@ def peft_scores(hf, prompt, batch):
   tuned = peft.get_peft_model(hf, config).eval()
   with torch.no_grad():  # the encoder's prompt is the first num_virtual_tokens rows
     tuned.prompt_encoder["default"].embedding.weight[:prompt.shape[0]] = torch.tensor(prompt)
-    inputs = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
-    logits = tuned(input_ids=inputs, attention_mask=(inputs > 0).long(),
-                   decoder_input_ids=torch.tensor(batch["decoder_input_tokens"],
-                                                  dtype=torch.long)).logits
-    log_p = torch.log_softmax(logits.double(), -1)
-    targets = torch.tensor(batch["decoder_target_tokens"], dtype=torch.long)
-    picked = torch.gather(log_p, -1, targets[..., None])[..., 0]
-  return (picked * torch.tensor(batch["decoder_loss_weights"])).sum(-1).numpy()
+  return peft_helpers.peft_log_likelihoods(tuned, batch)
 
 
 @pytest.mark.parametrize("kind", ["gated", "relu"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import checkpoint_helpers as helpers
+import peft_helpers
 from subprocess_helpers import REPO, job_command, job_env
 from prompt_tuning import api, peft_adapter, prompts
 from prompt_tuning.checkpoints import huggingface
@@ -39,16 +40,7 @@ def torch_t5(directory):
 
 def peft_log_likelihoods(tuned) -> np.ndarray:
   """[batch] sum over target tokens of ln p under a PEFT model, on the padded batch."""
-  batch = api.make_batch(INPUTS, TARGETS)
-  inputs = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
-  with torch.no_grad():
-    logits = tuned(input_ids=inputs, attention_mask=(inputs > 0).long(),
-                   decoder_input_ids=torch.tensor(batch["decoder_input_tokens"],
-                                                  dtype=torch.long)).logits
-  log_p = torch.log_softmax(logits.double(), -1)
-  targets = torch.tensor(batch["decoder_target_tokens"], dtype=torch.long)
-  picked = torch.gather(log_p, -1, targets[..., None])[..., 0]
-  return (picked * torch.tensor(batch["decoder_loss_weights"])).sum(-1).numpy()
+  return peft_helpers.peft_log_likelihoods(tuned, api.make_batch(INPUTS, TARGETS))
 
 
 def our_log_likelihoods(base, prompt_file) -> np.ndarray:
