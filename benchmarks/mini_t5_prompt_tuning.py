@@ -76,18 +76,29 @@ def prompt_tuning_accuracy(task: str, checkpoint: str, seed: int, args, run_dir:
   return metrics[f"{task}/accuracy"]
 
 
-def prompt_design_accuracy(task: str, out_dir: str, batch_size: int) -> float:
-  """The frozen LM-adapted model, no prompt, INSTRUCTIONS[task] before each test input."""
-  path = os.path.join(out_dir, f"{task}_instructed_test.jsonl")
-  with open(wordnet.task_files(task)["test"], encoding="utf-8") as src, \
-       open(path, "w", encoding="utf-8") as dst:
-    for line in src:
+def test_task(task: str, out_dir: str, limit: int | None = None,
+              instruction: str | None = None) -> str:
+  """A JSONL task holding `task`'s test split (its first `limit` rows, each input after
+  `instruction` when given) and its train split; returns its registered name."""
+  files = wordnet.task_files(task)
+  name = f"{task}_test{limit or ''}{'_instructed' if instruction else ''}"
+  path = os.path.join(out_dir, f"{name}.jsonl")
+  with open(files["test"], encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
+    for i, line in enumerate(src):
+      if limit is not None and i == limit:
+        break
       row = json.loads(line)
-      dst.write(json.dumps({"inputs": f"{INSTRUCTIONS[task]} {row['inputs']}",
-                            "targets": row["targets"]}) + "\n")
-  name = jsonl.jsonl_task(test=path, class_labels=registry.class_labels(task),
-                          vocabulary_path=pretrained.MINI_VOCABULARY_PATH,
-                          name=f"{task}_instructed")
+      inputs = f"{instruction} {row['inputs']}" if instruction else row["inputs"]
+      dst.write(json.dumps({"inputs": inputs, "targets": row["targets"]}) + "\n")
+  return jsonl.jsonl_task(train=files["train"], test=path,
+                          class_labels=registry.class_labels(task),
+                          vocabulary_path=pretrained.MINI_VOCABULARY_PATH, name=name)
+
+
+def prompt_design_accuracy(task: str, out_dir: str, batch_size: int,
+                           limit: int | None = None) -> float:
+  """The frozen LM-adapted model, no prompt, INSTRUCTIONS[task] before each test input."""
+  name = test_task(task, out_dir, limit, INSTRUCTIONS[task])
   model = model_lib.T5Model(_config())
   lengths = {**TASKS[task], "inputs": TASKS[task]["inputs"] + 32}
   mesh = partitioning.make_mesh(1)

@@ -20,6 +20,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from prompt_tuning.t5 import network
+
 Array = jax.Array
 PyTree = Any
 TokensToLogits = Callable[[Array, PyTree], tuple[Array, PyTree]]
@@ -204,32 +206,28 @@ def t5_decode_fns(module, params: PyTree, encoded: Array, encoder_mask: Array, *
   encoded [batch, s_len, embed] and encoder_mask [batch, s_len] bool come from `module.encode`
   (prompt positions included, for a prompted subclass). The state is {'cache': zeroed KV
   cache for max_length decoder positions}; its indices are scalars, shared by all rows, so
-  beam search leaves them alone. The encoding is closed over, not carried: it never changes
-  in the loop (beam search's n = batch * beam rows see each sequence's encoding repeated), so
-  XLA computes the cross-attention keys and values from it once, before the loop (pinned by
-  tests/test_decoding.py). Call it inside the jitted function that decodes, so `params` are
-  traced, not baked in as constants.
+  beam search leaves them alone. The cross-attention keys and values of the encoding are
+  projected once, here, in the layout the steps read (`network.cross_attention_kv`), and
+  closed over, not carried: they never change in the loop, and beam search's n = batch *
+  beam rows read their sequence's, never repeated copies (pinned by tests/test_decoding.py).
+  Call it inside the jitted function that decodes, so `params` are traced, not baked in as
+  constants.
   """
   if encoded.shape[0] != batch_size or encoder_mask.shape[0] != batch_size:
     raise ValueError(f"encoded {encoded.shape} and encoder_mask {encoder_mask.shape} must have "
                      f"batch_size={batch_size} rows.")
   decode = functools.partial(module.apply, decode=True, max_decode_length=max_length,
                              mutable=["cache"], method=module.decode)
+  cross_kv = network.cross_attention_kv(params, module.config, encoded)
   # Cache creation is a full-length pass; only its shapes are needed.
   full_length = jnp.zeros((batch_size, max_length), jnp.int32)
-  _, shapes = jax.eval_shape(decode, {"params": params}, encoded, encoder_mask, full_length)
+  _, shapes = jax.eval_shape(decode, {"params": params}, cross_kv, encoder_mask, full_length)
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
 
   def tokens_to_logits(tokens: Array, state: PyTree) -> tuple[Array, PyTree]:
     """tokens [n, 1] -> (logits [n, vocab] float32, state with the cache advanced by one)."""
-    copies = tokens.shape[0] // batch_size  # beam search: beam_size rows per sequence
-    logits, variables = decode({"params": params, "cache": state["cache"]},
-                               _repeat(encoded, copies), _repeat(encoder_mask, copies), tokens)
+    logits, variables = decode({"params": params, "cache": state["cache"]}, cross_kv,
+                               encoder_mask, tokens)
     return logits[:, -1], {**state, "cache": variables["cache"]}
 
   return tokens_to_logits, {"cache": cache}
-
-
-def _repeat(x: Array, copies: int) -> Array:
-  """[batch, ...] -> [batch * copies, ...], each row `copies` times in a row (as `_tile`)."""
-  return x if copies == 1 else jnp.repeat(x, copies, axis=0)

@@ -16,11 +16,12 @@ import time
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from prompt_tuning import partitioning
+from prompt_tuning import optim, partitioning
 from prompt_tuning.checkpoints import loading
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
@@ -71,7 +72,33 @@ def place_params(model: Any, initial_checkpoint_path: str | None, mesh: jax.shar
       network.param_axes(model.config), mesh, rules, network.param_shapes(model.config))
   frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng,
                          from_scratch)
+  frozen = store_frozen(frozen, model.frozen_dtype)
   return jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng, frozen)
+
+
+def store_frozen(params: Any, dtype: Any) -> Any:
+  """The checkpoint's float32 weights in FROZEN_DTYPE, in their shardings (the float32
+  copies are freed once the caller drops them, so loading briefly holds both)."""
+  if dtype == jnp.float32:
+    return params
+  cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return jax.jit(lambda tree: jax.tree.map(cast, tree),
+                 out_shardings=jax.tree.map(lambda x: x.sharding, params))(params)
+
+
+def check_frozen_dtype(model: Any, trainable_regex: str) -> None:
+  """FROZEN_DTYPE='bfloat16' stores the checkpoint's weights for reading only: refuse to
+  train them (model tuning) before anything is loaded."""
+  if model.frozen_dtype == jnp.float32:
+    return
+  checkpoint_leaves = optim.flat(network.param_shapes(model.config))
+  trained = sorted(set(checkpoint_leaves) & set(optim.trainable_paths(
+      model.abstract_params(), trainable_regex)))
+  if trained:
+    raise ValueError(f"FROZEN_DTYPE={model.frozen_dtype.name!r} stores the checkpoint's "
+                     f"weights in {model.frozen_dtype.name}, but PROMPT_REGEX="
+                     f"{trainable_regex!r} trains {len(trained)} of them (e.g. {trained[0]}); "
+                     "use FROZEN_DTYPE='float32' to train them.")
 
 
 def param_shardings(model: Any, mesh: jax.sharding.Mesh, rules: partitioning.Rules) -> Any:

@@ -83,11 +83,15 @@ class T5Model:
     remat: overrides `config.remat` when given: recompute each layer's activations in the
       backward pass (far less memory for training, about a third more compute).
     eos_id: the vocabulary's EOS, where decoding stops.
+    frozen_dtype: FROZEN_DTYPE, how the checkpoint's weights are stored in memory:
+      'float32' (the default) or 'bfloat16' (half the memory; every layer casts its weights
+      to the activation dtype anyway). Added leaves (the prompt) and optimizer state stay
+      float32; model tuning needs 'float32'.
   """
 
   def __init__(self, config: t5_config.T5Config, activation_dtype: Any = None,
                dropout_rate: float | None = None, eos_id: int = 1,
-               remat: bool | None = None):
+               remat: bool | None = None, frozen_dtype: Any = "float32"):
     if not isinstance(config, t5_config.T5Config):
       raise ValueError(f"MODEL_CONFIG={config!r} is not a T5Config; use "
                        "@t5_config.get_config() or @huggingface.config_from_hf().")
@@ -99,6 +103,7 @@ class T5Model:
       config = config.replace(remat=bool(remat))
     self.config = config
     self.eos_id = eos_id
+    self.frozen_dtype = t5_config.frozen_dtype(frozen_dtype)
 
   @functools.cached_property
   def module(self) -> nn.Module:
@@ -242,8 +247,8 @@ class PromptedT5Model(T5Model):
                prompt_initializer: prompts.Initializer | None = None,
                combine: combine_lib.Combine | str = "prefix",
                activation_dtype: Any = None, dropout_rate: float | None = None,
-               eos_id: int = 1, remat: bool | None = None):
-    super().__init__(config, activation_dtype, dropout_rate, eos_id, remat)
+               eos_id: int = 1, remat: bool | None = None, frozen_dtype: Any = "float32"):
+    super().__init__(config, activation_dtype, dropout_rate, eos_id, remat, frozen_dtype)
     self.prompt_length = prompts.check_prompt_length(prompt_length)
     self.prompt_initializer = prompt_initializer or prompts.sampled_vocab()
     prompts.check_fits(self.prompt_initializer, self.prompt_length)

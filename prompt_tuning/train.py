@@ -102,6 +102,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   job_utils.check_output_dir("MODEL_DIR", model_dir)
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
+  job_utils.check_frozen_dtype(model, trainable_regex)
   bound_to = run_config(model, trainable_regex)
   job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)

@@ -240,8 +240,8 @@ def _hlo_computations(hlo: str) -> dict[str, list[str]]:
   return computations
 
 
-def _loop_dots(hlo: str) -> list[str]:
-  """The dot instructions run inside the while loops (their bodies and what those call)."""
+def _loop_instructions(hlo: str) -> list[str]:
+  """The instructions run inside the while loops (their bodies and what those call)."""
   computations = _hlo_computations(hlo)
   todo = [b for lines in computations.values() for line in lines
           for b in re.findall(r"while\(.*body=%?([\w.\-]+)", line)]
@@ -253,12 +253,19 @@ def _loop_dots(hlo: str) -> list[str]:
     seen.add(name)
     for line in computations[name]:
       todo += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line)
-  return [line for name in seen for line in computations[name] if re.search(r"\bdot\(", line)]
+  return [line for name in seen for line in computations[name]]
+
+
+def _shapes(lines: list[str], op: str) -> list[str]:
+  """The result shapes of the `op` instructions among `lines`, e.g. '[2,2,37]'."""
+  return [m.group(1) for line in lines
+          for m in [re.search(rf"= \w+(\[[\d,]*\])\S* {op}\(", line)] if m]
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_encoder_keys_and_values_are_computed_once_not_per_decoding_step(method):
-  # 34 input tokens + a 3-row prompt = 37 encoder positions, a size nothing else has.
+  # 34 input tokens + a 3-row prompt = 37 encoder positions, a size nothing else has; 7
+  # decoder positions (6 + the start), ditto.
   from prompt_tuning import model as model_lib
   cfg = get_config("t5_1_1_tiny").replace(vocab_size=96, emb_dim=24, num_heads=2,
                                            head_dim=5, mlp_dim=40)
@@ -266,15 +273,21 @@ def test_encoder_keys_and_values_are_computed_once_not_per_decoding_step(method)
   params = m.random_params(jax.random.PRNGKey(0))
   batch = {"encoder_input_tokens": np.ones((2, 34), np.int32)}
   predict = jax.jit(lambda p, b: m.predict(p, b, method=method, max_decode_length=6))
-  dots = _loop_dots(predict.lower(params, batch).compile().as_text())
-  rows = 2 * (4 if method == "beam" else 1)
-  # Per step and layer, cross-attention reads the encoder positions in two products: query x
-  # keys -> [rows, heads, 1, 37] and weights x values (contracting the 37). The key and value
-  # projections of the encoding ([rows * 37, heads * head_dim]) must not be in the loop.
-  shapes = [re.search(r"= \w+(\[[\d,]*\])\S* dot\(", d).group(1) for d in dots]
-  over_encoder = [s for s in shapes if "37" in s]
-  assert over_encoder == [f"[{rows},2,1,37]"] * cfg.num_decoder_layers, shapes
-  assert f"[{rows * 37},10]" not in shapes
+  loop = _loop_instructions(predict.lower(params, batch).compile().as_text())
+  # Per step and layer, cross-attention reads the encoder positions in two products: each
+  # sequence's queries (its 4 beams together) x its keys -> [2 sequences, 2 heads, (4,) 37],
+  # and weights x values (contracting the 37). The key and value projections of the encoding
+  # ([rows * 37, heads * head_dim]) must not be in the loop, and neither may a transpose or
+  # copy of the projected keys and values or of the self-attention cache: the layouts the
+  # products read are made once, before the loop (layout assignment used to add one per
+  # layer and step, after XLA had hoisted the projections).
+  dots = _shapes(loop, "dot")
+  expected = "[2,2,37]" if method == "greedy" else "[2,2,4,37]"
+  assert [s for s in dots if "37" in s] == [expected] * cfg.num_decoder_layers, dots
+  assert "[74,10]" not in dots and "[296,10]" not in dots
+  moved = [s for op in ("transpose", "copy") for s in _shapes(loop, op)
+           if re.search(r"\b(37|7)\b", s)]
+  assert moved == [], moved
 
 
 def test_t5_cached_greedy_equals_uncached_argmax_loop():

@@ -93,3 +93,15 @@ def activation_dtype(name: Any) -> Any:
     raise ValueError(f"ACTIVATION_DTYPE={name!r} is not supported; use 'bfloat16' (TPU/GPU) "
                      "or 'float32' (CPU).")
   return dtype
+
+
+def frozen_dtype(name: Any) -> Any:
+  """FROZEN_DTYPE, 'float32' | 'bfloat16' (or a dtype) -> the jnp dtype, checked."""
+  try:
+    dtype = jnp.dtype(name)
+  except TypeError:
+    dtype = None
+  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f"FROZEN_DTYPE={name!r} is not supported; use 'float32' or 'bfloat16' "
+                     "(the frozen weights in half the memory).")
+  return dtype

@@ -5,7 +5,7 @@ with logical axes (`nn.with_logical_partitioning`) so one set of rules maps it t
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,11 +104,32 @@ def _query_init(head_dim: int) -> Initializer:
   return lambda key, shape, dtype: base(key, shape, dtype) / np.sqrt(head_dim)
 
 
+class ProjectedKV(NamedTuple):
+  """Keys [batch, heads, kv, kv_len] and values [batch, heads, kv_len, kv], projected once
+  (the encoding's, before a decoding loop) in the layouts the products with the queries read
+  directly: XLA's loop-invariant code motion hoists the projections out of a decoding loop
+  but not the transposes that layout assignment would add to every step."""
+  key: Array
+  value: Array
+
+
+def project_kv(attention_params: dict, x: Array, num_heads: int, head_dim: int,
+               dtype: Dtype) -> ProjectedKV:
+  """`MultiHeadAttention`'s key and value projections of x [batch, kv_len, embed], head-major."""
+  kernel = lambda name: attention_params[name]["kernel"].astype(dtype).reshape(
+      -1, num_heads, head_dim)
+  x = x.astype(dtype)
+  return ProjectedKV(jnp.einsum("bse,ehd->bhds", x, kernel("key")),
+                     jnp.einsum("bse,ehd->bhsd", x, kernel("value")))
+
+
 class MultiHeadAttention(nn.Module):
   """Unscaled dot-product attention with joined-head kernels [embed, heads * head_dim].
 
   With `decode=True` it keeps a key/value cache (collection 'cache') and attends from one new
   query position at a time; the first such call (at cache creation) sees the whole length.
+  `inputs_kv` may be a `ProjectedKV` (decoding's cross-attention): its batch is the
+  sequences, and the query rows are each sequence's copies in a row (beam search's beams).
   """
   num_heads: int
   head_dim: int
@@ -116,7 +137,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None = None,
+  def __call__(self, inputs_q: Array, inputs_kv: Array | ProjectedKV, mask: Array | None = None,
                bias: Array | None = None, *, decode: bool = False,
                deterministic: bool = True) -> Array:
     """inputs_q [batch, q_len, embed], inputs_kv [batch, kv_len, embed],
@@ -129,40 +150,68 @@ class MultiHeadAttention(nn.Module):
       return constrain(y, ("batch", "length", "heads", "kv"))
 
     query = project("query", inputs_q, _query_init(self.head_dim))
-    key = project("key", inputs_kv)
-    value = project("value", inputs_kv)
-    if decode:
-      key, value, mask, bias = self._use_cache(key, value, mask, bias)
+    if isinstance(inputs_kv, ProjectedKV):
+      out = self._attend_projected(query, inputs_kv, mask, None, deterministic)
+    else:
+      key = project("key", inputs_kv)
+      value = project("value", inputs_kv)
+      if decode:
+        cached, mask, bias = self._use_cache(key, value, mask, bias)
+        out = self._attend_projected(query, cached, mask, bias, deterministic)
+      else:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+        weights = self._weights(logits, mask, bias, deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    out = out.reshape(*out.shape[:2], joined)
+    return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype=self.dtype, name="out")(out)
 
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+  def _weights(self, logits, mask, bias, deterministic):
+    """Softmax over the last axis in float32, masked, with the position bias."""
+    logits = logits.astype(jnp.float32)
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.dropout_rate)(weights, deterministic)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-    out = out.reshape(*out.shape[:2], joined)
-    return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype=self.dtype, name="out")(out)
+    return nn.Dropout(self.dropout_rate)(weights, deterministic)
+
+  def _attend_projected(self, query, kv, mask, bias, deterministic):
+    """query [rows, q_len, heads, kv] against `kv` of rows // copies sequences; mask
+    [sequences, 1, 1 or q_len, kv_len] -> [rows, q_len, heads, kv]. A sequence's copies
+    share its keys and values, which are read once per step, never repeated."""
+    sequences = kv.key.shape[0]
+    rows, q_len = query.shape[:2]
+    grouped = query.reshape(sequences, rows // sequences * q_len, *query.shape[2:])
+    weights = self._weights(jnp.einsum("bmhd,bhds->bhms", grouped, kv.key), mask, bias,
+                            deterministic)
+    out = jnp.einsum("bhms,bhsd->bmhd", weights, kv.value)
+    return out.reshape(rows, q_len, *out.shape[2:])
 
   def _use_cache(self, key, value, mask, bias):
-    """Writes this step's key/value at the cache index; returns what the query attends to."""
+    """Writes this step's key/value at the cache index; returns what the query attends to:
+    (the whole cache as a head-major ProjectedKV, mask, bias). The cache is kept head-major
+    ([batch, heads, kv, max_length] keys, [batch, heads, max_length, kv] values), so a step
+    transposes only its own position, never the cache."""
+    head_major = ProjectedKV(jnp.transpose(key, (0, 2, 3, 1)), jnp.transpose(value, (0, 2, 1, 3)))
     initialized = self.has_variable("cache", "cached_key")
-    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, head_major.key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, head_major.value.shape,
+                                 value.dtype)
     index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if not initialized:  # cache creation: a full-length pass, nothing to read yet
-      return key, value, mask, bias
+      return head_major, mask, bias
     step = index.value
-    max_length = cached_key.value.shape[1]
-    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, step, 0, 0))
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, step, 0, 0))
+    max_length = cached_key.value.shape[-1]
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, head_major.key,
+                                                    (0, 0, 0, step))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, head_major.value,
+                                                      (0, 0, step, 0))
     index.value = step + 1
     # Only positions written so far are visible: [1, 1, 1, max_length].
     mask = (jnp.arange(max_length) <= step)[None, None, None, :]
     if bias is not None:  # the bias row of this query position: [1, heads, 1, max_length]
       bias = jax.lax.dynamic_slice_in_dim(bias, step, 1, axis=2)
-    return cached_key.value, cached_value.value, mask, bias
+    return ProjectedKV(cached_key.value, cached_value.value), mask, bias
 
 
 def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,

@@ -76,7 +76,8 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, encoded, self_mask, cross_mask, bias, deterministic, decode):
-    """x [batch, t_len, embed], encoded [batch, s_len, embed]."""
+    """x [batch, t_len, embed], encoded [batch, s_len, embed] or this layer's
+    `layers.ProjectedKV` of it (decoding)."""
     cfg = self.config
     y = _norm(cfg, "pre_self_attention_layer_norm")(x)
     y = _attention(cfg, "self_attention")(y, y, self_mask, bias, decode=decode,
@@ -121,6 +122,10 @@ class Decoder(nn.Module):
                deterministic=True, decode=False, max_decode_length=None):
     """encoded [batch, s_len, embed], encoder_mask [batch, s_len] bool,
     decoder_input_tokens [batch, t_len] (t_len 1 when decode) -> logits [batch, t_len, vocab].
+
+    When decoding, `encoded` may instead be `cross_attention_kv`'s list (one ProjectedKV per
+    layer, for the encoder_mask's sequences); the decoder's rows are then each sequence's
+    copies in a row.
     """
     cfg = self.config
     t_len = decoder_input_tokens.shape[1]
@@ -134,14 +139,18 @@ class Decoder(nn.Module):
                     else jnp.ones_like(decoder_input_tokens, dtype=bool))
       causal = jnp.tril(jnp.ones((t_len, t_len), bool))
       self_mask = causal[None, None] & query_mask[:, None, :, None]
-    cross_mask = query_mask[:, None, :, None] & encoder_mask[:, None, None, :]
+    projected = isinstance(encoded, (list, tuple))
+    if projected:  # per sequence; every query row is real when decoding
+      cross_mask = encoder_mask[:, None, None, :]
+    else:
+      cross_mask = query_mask[:, None, :, None] & encoder_mask[:, None, None, :]
 
     x = self.shared_embedding(decoder_input_tokens)
     x = _dropout(cfg)(x, deterministic)
     layer = _maybe_remat(DecoderLayer, cfg, static_argnums=(6, 7))  # deterministic, decode
     for i in range(cfg.num_decoder_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_mask, cross_mask, bias,
-                                         deterministic, decode)
+      x = layer(cfg, name=f"layers_{i}")(x, encoded[i] if projected else encoded, self_mask,
+                                         cross_mask, bias, deterministic, decode)
     x = _norm(cfg, "decoder_norm")(x)
     x = _dropout(cfg)(x, deterministic)
     if cfg.logits_via_embedding:  # T5 1.0: tied, rescaled by emb_dim**-0.5
@@ -184,6 +193,15 @@ class Transformer(nn.Module):
     encoded, mask = self.encode(encoder_input_tokens, enable_dropout, **encode_kwargs)
     return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
                        enable_dropout, decode, max_decode_length)
+
+
+def cross_attention_kv(params, config: T5Config, encoded: Array) -> list[layers.ProjectedKV]:
+  """Each decoder layer's cross-attention keys and values of encoded [batch, s_len, embed],
+  for `Decoder` to read at every decoding step instead of projecting them again."""
+  decoder = params["decoder"]
+  return [layers.project_kv(decoder[f"layers_{i}"]["encoder_decoder_attention"], encoded,
+                            config.num_heads, config.head_dim, config.dtype)
+          for i in range(config.num_decoder_layers)]
 
 
 def _abstract_variables(model: nn.Module):
