@@ -41,7 +41,9 @@ setuptools.setup(
     ],
     extras_require={
         # gcp-storage-emulator: the local Cloud Storage of tests/test_gcs.py.
-        "test": ["pytest>=7", "pytest-xdist>=3", "gcp-storage-emulator>=2024.8.3"],
+        # matplotlib: tests/test_paper_ablations.py checks the plots the ablations draw.
+        "test": ["pytest>=7", "pytest-xdist>=3", "gcp-storage-emulator>=2024.8.3",
+                 "matplotlib>=3.7"],
         "parity": ["torch", "transformers>=4.40", "peft>=0.10"],
         "plots": ["matplotlib>=3.7"],
     },

@@ -10,13 +10,9 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "paper_reproduction.md"
 EXPERIMENTS = ("length", "init", "pretraining", "method")
-
-pytest.importorskip("matplotlib")
 
 
 def _run(tmp_path, docs):
