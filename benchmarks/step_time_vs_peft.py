@@ -376,9 +376,6 @@ def main(argv=None) -> None:
     print(json.dumps({"jax": run_jax, "peft": run_peft}[args.worker](args)))
     return
   passthrough = [a for a in argv if a != "--write_docs"]
-  if "--docs_block" in passthrough:
-    i = passthrough.index("--docs_block")
-    del passthrough[i:i + 2]
   passthrough += ["--arch", json.dumps(architecture(args.config))]
   results = []
   for framework in args.frameworks:
