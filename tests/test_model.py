@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning import combine, model, prompts
+from prompt_tuning import combine, model, optim, prompts
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -323,6 +323,42 @@ def peft_scores(hf, prompt, batch):
   with torch.no_grad():  # the encoder's prompt is the first num_virtual_tokens rows
     tuned.prompt_encoder["default"].embedding.weight[:prompt.shape[0]] = torch.tensor(prompt)
   return peft_helpers.peft_log_likelihoods(tuned, batch)
+
+
+def test_loss_and_prompt_gradient_match_peft(tmp_path):
+  """The train step's loss and prompt gradient against PyTorch autograd through PEFT: pins
+  the attention's layout changes (made for speed) to the same numbers."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.checkpoints import loading  # pylint: disable=g-import-not-at-top
+  peft = pytest.importorskip("peft")
+  hf = hf_t5("gated", tmp_path / "hf")
+  prompt = np.random.default_rng(2).uniform(-0.5, 0.5, (5, 32)).astype(np.float32)
+  np.save(tmp_path / "prompt.npy", prompt)
+  m = build(["models/hf_t5_prompt.gin", "prompts/from_file.gin"],
+            [f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 'hf'}'", "PROMPT_LENGTH = 5",
+             f"PROMPT_FILE = '{tmp_path / 'prompt.npy'}'"])
+  params = m.init_params(None, loading.load_params(str(tmp_path / "hf"), m.config))
+  batch = make_batch()
+  trainable, frozen = optim.partition(params, optim.PROMPT_REGEX)
+  loss_fn = lambda t: m.loss(optim.merge(t, frozen), batch)[0]
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(trainable)
+
+  tuned = peft.get_peft_model(hf, peft.PromptTuningConfig(
+      task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5,
+      num_transformer_submodules=1)).eval()
+  table = tuned.prompt_encoder["default"].embedding.weight
+  with torch.no_grad():
+    table.copy_(torch.tensor(prompt))
+  inputs = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
+  targets = torch.tensor(batch["decoder_target_tokens"], dtype=torch.long)
+  theirs = tuned(input_ids=inputs, attention_mask=(inputs > 0).long(),
+                 decoder_input_ids=torch.tensor(batch["decoder_input_tokens"], dtype=torch.long),
+                 labels=targets.masked_fill(targets == 0, -100)).loss
+  theirs.backward()
+  np.testing.assert_allclose(float(loss), theirs.item(), rtol=1e-6)
+  expected = table.grad.numpy()
+  np.testing.assert_allclose(np.asarray(grads["prompt"]["prompt"]), expected, rtol=0,
+                             atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("kind", ["gated", "relu"])

@@ -200,7 +200,7 @@ def cross_attention_kv(params, config: T5Config, encoded: Array) -> list[layers.
   for `Decoder` to read at every decoding step instead of projecting them again."""
   decoder = params["decoder"]
   return [layers.project_kv(decoder[f"layers_{i}"]["encoder_decoder_attention"], encoded,
-                            config.num_heads, config.head_dim, config.dtype)
+                            config.num_heads, config.dtype)
           for i in range(config.num_decoder_layers)]
 
 
