@@ -1,0 +1,56 @@
+"""Regenerates every measured table of docs/performance.md, one benchmark after another.
+
+    python -m benchmarks.performance_docs [--only NAME ...] [--skip NAME ...] [--dry_run]
+
+Each entry below is one `--write_docs` command and the docs blocks it rewrites. Run it on a
+quiet machine: the timed benchmarks wait for idle cores, and the whole list takes about
+2 hours here (the pod plan alone about 100 min of compiles; `--skip pod_memory_plan` leaves
+it out). The `decode_before_after` block is a record of two commits and is not rerun.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.step_time_vs_peft import REPO
+
+# name -> (arguments to `python -m`, about how long it took here)
+COMMANDS = {
+    "memory_analysis": (["benchmarks.memory_analysis", "--configs", "t5_1_1_small",
+                         "t5_1_1_base", "t5_1_1_large", "--write_docs"], "6 min"),
+    "workloads": (["benchmarks.workloads_vs_peft", "--write_docs"], "12 min"),
+    "workloads_batch1": (["benchmarks.workloads_vs_peft", "--batch_size", "1", "--workloads",
+                          "greedy", "--docs_block", "workloads_batch1", "--write_docs"],
+                         "2 min"),
+    "step_time": (["benchmarks.step_time_vs_peft", "--inputs", "128", "--targets", "8",
+                   "--prompt_length", "100", "--decode_tokens", "32", "--steps", "6",
+                   "--warmup", "2", "--write_docs"], "4 min"),
+    "decode_batch1": (["benchmarks.step_time_vs_peft", "--batch_size", "1", "--inputs", "128",
+                       "--targets", "8", "--prompt_length", "100", "--decode_tokens", "32",
+                       "--steps", "6", "--warmup", "2", "--docs_block", "decode_batch1",
+                       "--write_docs"], "2 min"),
+    "mixed_prompts": (["benchmarks.mixed_prompts", "--write_docs"], "3 min"),
+    "pod_memory_plan": (["benchmarks.pod_memory_plan", "--write_docs"], "100 min"),
+}
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
+  parser.add_argument("--skip", nargs="+", choices=list(COMMANDS), default=[])
+  parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+  args = parser.parse_args(argv)
+  for name in [n for n in args.only if n not in args.skip]:
+    module_args, took = COMMANDS[name]
+    cmd = [sys.executable, "-m", *module_args]
+    print(f"[{name}] (about {took} here) {' '.join(cmd[1:])}", flush=True)
+    if args.dry_run:
+      continue
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    print(f"[{name}] done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+  main()
