@@ -342,14 +342,29 @@ def settings_line(results: list[dict], args) -> str:
           f"{args.decode_repeats}. {machine.describe()}. " + "; ".join(parts) + ".")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_shape_flags(parser: argparse.ArgumentParser, *, targets: int, prompt_length: int):
+  """The model and shape flags both sides of a PEFT comparison share."""
   parser.add_argument("--config", default="t5_1_1_small",
                       help="a prompt_tuning.t5.config name; the architecture for both sides")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--inputs", type=int, default=128, help="encoder input tokens")
-  parser.add_argument("--targets", type=int, default=8, help="decoder target tokens")
-  parser.add_argument("--prompt_length", type=int, default=20)
+  parser.add_argument("--targets", type=int, default=targets, help="decoder target tokens")
+  parser.add_argument("--prompt_length", type=int, default=prompt_length)
+
+
+def add_docs_and_worker_flags(parser: argparse.ArgumentParser, *, docs_block: str):
+  """--write_docs/--docs_block, and the driver-to-worker flags (hidden)."""
+  parser.add_argument("--write_docs", action="store_true",
+                      help=f"write the table into {machine.DOCS}")
+  parser.add_argument("--docs_block", default=docs_block,
+                      help="the <!-- NAME:begin/end --> block of docs/performance.md to write")
+  parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+  parser.add_argument("--arch", type=json.loads, help=argparse.SUPPRESS)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_shape_flags(parser, targets=8, prompt_length=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--decode_tokens", type=int, default=8, help="0 skips decoding")
@@ -360,12 +375,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "fraction of the cores during its run")
   parser.add_argument("--retries", type=int, default=3)
   parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
-  parser.add_argument("--write_docs", action="store_true",
-                      help=f"write the table into {machine.DOCS}")
-  parser.add_argument("--docs_block", default="step_time",
-                      help="the <!-- NAME:begin/end --> block of docs/performance.md to write")
-  parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
-  parser.add_argument("--arch", type=json.loads, help=argparse.SUPPRESS)
+  add_docs_and_worker_flags(parser, docs_block="step_time")
   return parser.parse_args(argv)
 
 

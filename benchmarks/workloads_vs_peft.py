@@ -53,6 +53,7 @@ import numpy as np
 
 from benchmarks import machine
 from benchmarks.step_time_vs_peft import (CLIP, DECAY, FRAMEWORKS, LR, REPO, WEIGHT_DECAY,
+                                          add_docs_and_worker_flags, add_shape_flags,
                                           architecture, hf_config, make_batch, peak_rss_mib,
                                           peft_model, peft_optimizer, timed, untie_lm_head)
 
@@ -584,24 +585,14 @@ def drive(argv: list[str], args) -> tuple[list[dict], dict, dict]:
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default="t5_1_1_small",
-                      help="a prompt_tuning.t5.config name; the architecture for both sides")
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--inputs", type=int, default=128, help="encoder input tokens")
-  parser.add_argument("--targets", type=int, default=16, help="decoder target tokens")
-  parser.add_argument("--prompt_length", type=int, default=100)
+  add_shape_flags(parser, targets=16, prompt_length=100)
   parser.add_argument("--decode_tokens", type=int, default=32, help="new tokens per row")
   parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--calls", type=int, default=2, help="timed calls per round and side")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-  parser.add_argument("--write_docs", action="store_true",
-                      help=f"write the table into {machine.DOCS}")
-  parser.add_argument("--docs_block", default="workloads",
-                      help="the <!-- NAME:begin/end --> block of docs/performance.md to write")
-  parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
-  parser.add_argument("--arch", type=json.loads, help=argparse.SUPPRESS)
+  add_docs_and_worker_flags(parser, docs_block="workloads")
   args = parser.parse_args(argv)
   if min(args.batch_size, args.inputs, args.targets, args.prompt_length, args.decode_tokens,
          args.rounds, args.calls) < 1 or args.warmup < 0:

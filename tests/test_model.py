@@ -325,19 +325,25 @@ def peft_scores(hf, prompt, batch):
   return peft_helpers.peft_log_likelihoods(tuned, batch)
 
 
-def test_loss_and_prompt_gradient_match_peft(tmp_path):
-  """The train step's loss and prompt gradient against PyTorch autograd through PEFT: pins
-  the attention's layout changes (made for speed) to the same numbers."""
-  import torch  # pylint: disable=g-import-not-at-top
+def prompted_from_hf(tmp_path: Path, prompt: np.ndarray):
+  """(model, params): the HF checkpoint saved at tmp_path/hf, through the gin files, with
+  `prompt` [5, 32] as its prompt."""
   from prompt_tuning.checkpoints import loading  # pylint: disable=g-import-not-at-top
-  peft = pytest.importorskip("peft")
-  hf = hf_t5("gated", tmp_path / "hf")
-  prompt = np.random.default_rng(2).uniform(-0.5, 0.5, (5, 32)).astype(np.float32)
   np.save(tmp_path / "prompt.npy", prompt)
   m = build(["models/hf_t5_prompt.gin", "prompts/from_file.gin"],
             [f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 'hf'}'", "PROMPT_LENGTH = 5",
              f"PROMPT_FILE = '{tmp_path / 'prompt.npy'}'"])
-  params = m.init_params(None, loading.load_params(str(tmp_path / "hf"), m.config))
+  return m, m.init_params(None, loading.load_params(str(tmp_path / "hf"), m.config))
+
+
+def test_loss_and_prompt_gradient_match_peft(tmp_path):
+  """The train step's loss and prompt gradient against PyTorch autograd through PEFT: pins
+  the attention's layout changes (made for speed) to the same numbers."""
+  peft = pytest.importorskip("peft")
+  import torch  # pylint: disable=g-import-not-at-top
+  hf = hf_t5("gated", tmp_path / "hf")
+  prompt = np.random.default_rng(2).uniform(-0.5, 0.5, (5, 32)).astype(np.float32)
+  m, params = prompted_from_hf(tmp_path, prompt)
   batch = make_batch()
   trainable, frozen = optim.partition(params, optim.PROMPT_REGEX)
   loss_fn = lambda t: m.loss(optim.merge(t, frozen), batch)[0]
@@ -363,14 +369,9 @@ def test_loss_and_prompt_gradient_match_peft(tmp_path):
 
 @pytest.mark.parametrize("kind", ["gated", "relu"])
 def test_log_likelihoods_match_peft_prompt_tuning(tmp_path, kind):
-  from prompt_tuning.checkpoints import loading  # pylint: disable=g-import-not-at-top
   hf = hf_t5(kind, tmp_path / "hf")
   prompt = np.random.default_rng(1).uniform(-0.5, 0.5, (5, 32)).astype(np.float32)
-  np.save(tmp_path / "prompt.npy", prompt)
-  m = build(["models/hf_t5_prompt.gin", "prompts/from_file.gin"],
-            [f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 'hf'}'", "PROMPT_LENGTH = 5",
-             f"PROMPT_FILE = '{tmp_path / 'prompt.npy'}'"])
-  params = m.init_params(None, loading.load_params(str(tmp_path / "hf"), m.config))
+  m, params = prompted_from_hf(tmp_path, prompt)
   batch = make_batch()
   ours = np.asarray(jax.jit(m.score)(params, batch))
   theirs = peft_scores(hf, prompt, batch)
