@@ -15,23 +15,22 @@ import time
 
 from benchmarks.step_time_vs_peft import REPO
 
-# name -> (arguments to `python -m`, about how long it took here)
+# name (the docs block it rewrites) -> arguments to `python -m`
 COMMANDS = {
-    "memory_analysis": (["benchmarks.memory_analysis", "--configs", "t5_1_1_small",
-                         "t5_1_1_base", "t5_1_1_large", "--write_docs"], "6 min"),
-    "workloads": (["benchmarks.workloads_vs_peft", "--write_docs"], "12 min"),
-    "workloads_batch1": (["benchmarks.workloads_vs_peft", "--batch_size", "1", "--workloads",
-                          "greedy", "--docs_block", "workloads_batch1", "--write_docs"],
-                         "2 min"),
-    "step_time": (["benchmarks.step_time_vs_peft", "--inputs", "128", "--targets", "8",
-                   "--prompt_length", "100", "--decode_tokens", "32", "--steps", "6",
-                   "--warmup", "2", "--write_docs"], "4 min"),
-    "decode_batch1": (["benchmarks.step_time_vs_peft", "--batch_size", "1", "--inputs", "128",
-                       "--targets", "8", "--prompt_length", "100", "--decode_tokens", "32",
-                       "--steps", "6", "--warmup", "2", "--docs_block", "decode_batch1",
-                       "--write_docs"], "2 min"),
-    "mixed_prompts": (["benchmarks.mixed_prompts", "--write_docs"], "3 min"),
-    "pod_memory_plan": (["benchmarks.pod_memory_plan", "--write_docs"], "100 min"),
+    "memory_analysis": ["benchmarks.memory_analysis", "--configs", "t5_1_1_small",
+                        "t5_1_1_base", "t5_1_1_large", "--write_docs"],
+    "workloads": ["benchmarks.workloads_vs_peft", "--write_docs"],
+    "workloads_batch1": ["benchmarks.workloads_vs_peft", "--batch_size", "1", "--workloads",
+                         "greedy", "--docs_block", "workloads_batch1", "--write_docs"],
+    "step_time": ["benchmarks.step_time_vs_peft", "--inputs", "128", "--targets", "8",
+                  "--prompt_length", "100", "--decode_tokens", "32", "--steps", "6",
+                  "--warmup", "2", "--write_docs"],
+    "decode_batch1": ["benchmarks.step_time_vs_peft", "--batch_size", "1", "--inputs", "128",
+                      "--targets", "8", "--prompt_length", "100", "--decode_tokens", "32",
+                      "--steps", "6", "--warmup", "2", "--docs_block", "decode_batch1",
+                      "--write_docs"],
+    "mixed_prompts": ["benchmarks.mixed_prompts", "--write_docs"],
+    "pod_memory_plan": ["benchmarks.pod_memory_plan", "--write_docs"],
 }
 
 
@@ -42,9 +41,8 @@ def main(argv=None) -> None:
   parser.add_argument("--dry_run", action="store_true", help="print the commands only")
   args = parser.parse_args(argv)
   for name in [n for n in args.only if n not in args.skip]:
-    module_args, took = COMMANDS[name]
-    cmd = [sys.executable, "-m", *module_args]
-    print(f"[{name}] (about {took} here) {' '.join(cmd[1:])}", flush=True)
+    cmd = [sys.executable, "-m", *COMMANDS[name]]
+    print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
     if args.dry_run:
       continue
     start = time.perf_counter()
