@@ -29,6 +29,7 @@ COMMANDS = {
                       "--targets", "8", "--prompt_length", "100", "--decode_tokens", "32",
                       "--steps", "6", "--warmup", "2", "--docs_block", "decode_batch1",
                       "--write_docs"],
+    "train_rss_stages": ["benchmarks.train_rss_stages", "--write_docs"],
     "mixed_prompts": ["benchmarks.mixed_prompts", "--write_docs"],
     "pod_memory_plan": ["benchmarks.pod_memory_plan", "--write_docs"],
 }

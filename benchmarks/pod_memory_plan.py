@@ -47,12 +47,14 @@ from prompt_tuning import optim, partitioning
 from prompt_tuning.t5 import config as t5_config
 
 MEMORY_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+# Named explicitly: `import prompt_tuning` picks the memory-optimised scheduler otherwise.
+DEFAULT_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
 KEEP_BARRIERS = "--xla_disable_hlo_passes=cse_barrier_expander"
 CPU_COMPILES = {
     "plan": f"{MEMORY_SCHEDULER} {KEEP_BARRIERS}",
     "memory_scheduler": MEMORY_SCHEDULER,
-    "keep_barriers": KEEP_BARRIERS,
-    "default": "",
+    "keep_barriers": f"{DEFAULT_SCHEDULER} {KEEP_BARRIERS}",
+    "default": DEFAULT_SCHEDULER,
 }
 # (TPU, HBM GiB of one JAX device, the slice's name for N devices). v3: a device is one
 # TensorCore (a chip has 2 and 32 GiB) and v3-N counts cores; v4: a device is one chip (2

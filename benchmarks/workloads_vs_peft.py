@@ -205,7 +205,6 @@ class JaxWorker(Worker):
     return model_lib.T5Model(self.config, eos_id=-1)
 
   def _train(self, prompted: bool):
-    import functools
     import jax
     from prompt_tuning import optim, train
     model = self._model(prompted)
@@ -215,8 +214,7 @@ class JaxWorker(Worker):
                                 weight_decay_rate=WEIGHT_DECAY, clipping_threshold=CLIP)
     box = {"state": train._initial_state(optimizer, trainable)}
     seed = jax.random.PRNGKey(1)
-    step = jax.jit(functools.partial(train.train_step, model, optimizer), donate_argnums=0)
-    compiled = step.lower(box["state"], frozen, self.batch, seed).compile()
+    compiled = train.compile_step(model, optimizer, box["state"], frozen, self.batch, seed)
 
     def call():
       box["state"], metrics = compiled(box["state"], frozen, self.batch, seed)

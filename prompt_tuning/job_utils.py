@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from prompt_tuning import optim, partitioning
+from prompt_tuning import host_memory, optim, partitioning
 from prompt_tuning.checkpoints import loading
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
@@ -73,7 +73,10 @@ def place_params(model: Any, initial_checkpoint_path: str | None, mesh: jax.shar
   frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng,
                          from_scratch)
   frozen = store_frozen(frozen, model.frozen_dtype)
-  return jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng, frozen)
+  params = jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng,
+                                                                                  frozen)
+  host_memory.release_free_heap()  # what reading (or initialising) the weights freed
+  return params
 
 
 def store_frozen(params: Any, dtype: Any) -> Any:

@@ -33,7 +33,7 @@ import numpy as np
 from flax import linen as nn
 
 from prompt_tuning import combine as combine_lib
-from prompt_tuning import decoding, prompts
+from prompt_tuning import decoding, host_memory, prompts
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -134,7 +134,9 @@ class T5Model:
   def random_params(self, rng: Array) -> Params:
     """A random model: random T5 weights (as T5X initialises them) then `init_params`."""
     frozen_rng, init_rng = jax.random.split(rng)
-    return self.init_params(init_rng, network.init_params(self.config, frozen_rng))
+    params = self.init_params(init_rng, network.init_params(self.config, frozen_rng))
+    host_memory.release_free_heap()  # what the op-by-op initialisation freed
+    return params
 
   # ---- computations -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`import prompt_tuning` turns XLA:CPU's YNNPACK dots off, unless the user set that flag."""
+"""`import prompt_tuning` turns XLA:CPU's YNNPACK dots off and picks its memory-optimised
+scheduler, unless the user set those flags."""
 
 import os
 import subprocess
@@ -7,6 +8,8 @@ import sys
 import pytest
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
+SCHEDULER = "--xla_cpu_scheduler_type"
+MEMORY = f"{SCHEDULER}=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
 
 
 def flags_after_import(xla_flags: str | None, code: str = "") -> str:
@@ -20,9 +23,13 @@ def flags_after_import(xla_flags: str | None, code: str = "") -> str:
 
 
 @pytest.mark.parametrize("given, expected", [
-    (None, f"{YNN}="),
-    ("--xla_force_host_platform_device_count=2", f"--xla_force_host_platform_device_count=2 {YNN}="),
-    (f"{YNN}=individual_dot", f"{YNN}=individual_dot"),  # the user's choice wins
+    (None, f"{YNN}= {MEMORY}"),
+    ("--xla_force_host_platform_device_count=2",
+     f"--xla_force_host_platform_device_count=2 {YNN}= {MEMORY}"),
+    # the user's choice wins
+    (f"{YNN}=individual_dot", f"{YNN}=individual_dot {MEMORY}"),
+    (f"{SCHEDULER}=CPU_SCHEDULER_TYPE_DEFAULT",
+     f"{SCHEDULER}=CPU_SCHEDULER_TYPE_DEFAULT {YNN}="),
 ])
 def test_flag_is_added_once_and_a_users_choice_kept(given, expected):
   assert flags_after_import(given) == expected
