@@ -259,12 +259,12 @@ class _Loop:
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.eval_summaries = job_utils.Summaries(model_dir, "eval")
     self.pending = None  # (step, metrics) checked one step late, to keep dispatch async
-    self.clock = None  # (time, step) once the first step, which compiles, has finished
+    self.clock = None  # (time, step) once the first step (compiled just before it) has finished
     self.evals = []  # (step, metrics) of every evaluation, for the closing summary
     self.last_prompt = None
 
   def after_step(self, step, state, metrics, checkpoint):
-    if self.clock is None:  # one wait, so throughput excludes compilation
+    if self.clock is None:  # one wait, so throughput excludes compilation and warm-up
       jax.block_until_ready(metrics["loss"])
       self.clock = (time.time(), step)
     if self.pending:

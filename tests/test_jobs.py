@@ -2,6 +2,7 @@
 
 import functools
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ from prompt_tuning import model as model_lib
 from prompt_tuning import optim, train
 from prompt_tuning.data import demo
 from prompt_tuning.t5 import config as t5_config
-from subprocess_helpers import run_job
+from subprocess_helpers import run_fast_job as run_job
 
 TINY = t5_config.get_config("t5_1_1_tiny", vocab_size=64)
 
@@ -61,6 +62,9 @@ def test_model_tuning_trains_every_leaf():
 
 
 # ---- command line ---------------------------------------------------------------------------
+# The launches share compiled programs (shared_compilation_cache, FAST_COMPILE): no test here
+# compares a number with one computed elsewhere.
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")
 
 TINY_PROMPT = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin"]
 
@@ -86,6 +90,16 @@ def _train_flags(model_dir, *extra):
           "--gin.INITIAL_CHECKPOINT_PATH=None", f"--gin.MODEL_DIR={model_dir}",
           "--gin.PROMPT_LENGTH=6", "--gin.BATCH_SIZE=8", "--gin.TRAIN_STEPS=6",
           "--gin.CHECKPOINT_PERIOD=3", "--gin.EVAL_PERIOD=None", *extra]
+
+
+@pytest.fixture(scope="module")
+def six_step_run(tmp_path_factory, shared_compilation_cache):
+  """The MODEL_DIR of a finished `_train_flags` run (checkpoints and prompts at 3 and 6), for
+  tests that only read it or copy it."""
+  del shared_compilation_cache  # its environment, for this run too
+  model_dir = tmp_path_factory.mktemp("six_step_run") / "run"
+  run_job("train", *_train_flags(model_dir))
+  return model_dir
 
 
 def test_train_eval_infer_on_a_jsonl_task(tmp_path):
@@ -129,9 +143,8 @@ def _summary_tags(folder):
   return set(events.Tags()["tensors"])
 
 
-def test_prompt_file_and_model_dir_give_the_same_scores(tmp_path):
-  model_dir = tmp_path / "run"
-  run_job("train", *_train_flags(model_dir))
+def test_prompt_file_and_model_dir_give_the_same_scores(tmp_path, six_step_run):
+  model_dir = six_step_run
   common = [*TINY_PROMPT, "--gin_file=runs/prompt_score.gin", "--gin_file=data/demo.gin",
             "--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.PROMPT_LENGTH=6", "--gin.BATCH_SIZE=8",
             "--gin.INFER_SPLIT='validation'"]
@@ -161,22 +174,25 @@ def test_bad_input_gets_one_clear_error(tmp_path, flags, message):
   assert not (tmp_path / "run" / "run_config.json").exists()
 
 
-def test_model_dir_of_another_run_is_refused(tmp_path):
-  run_job("train", *_train_flags(tmp_path / "run"))
+def test_model_dir_of_another_run_is_refused(tmp_path, six_step_run):
+  shutil.copytree(six_step_run, tmp_path / "run")
   proc = run_job("train", *_train_flags(tmp_path / "run", "--gin.PROMPT_LENGTH=7"), check=False)
   assert proc.returncode != 0 and "prompt_length: 6 there, 7 now" in proc.stderr
 
 
-def test_divergence_keeps_the_last_good_checkpoint_latest(tmp_path):
+def test_divergence_keeps_the_last_good_checkpoint_latest(tmp_path, six_step_run):
   model_dir = tmp_path / "run"
-  run_job("train", *_train_flags(model_dir, "--gin.TRAIN_STEPS=3"))
+  shutil.copytree(six_step_run, model_dir)  # good checkpoints at steps 3 and 6
   proc = run_job("train", *_train_flags(model_dir, "--gin.LEARNING_RATE=1e999",
-                                        "--gin.CHECKPOINT_PERIOD=1"), check=False)
+                                        "--gin.TRAIN_STEPS=9", "--gin.CHECKPOINT_PERIOD=1"),
+                 check=False)
   assert proc.returncode != 0
-  assert "The updated weights are not finite at step 4" in proc.stderr
-  assert "latest checkpoint (step 3)" in proc.stderr
-  assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["3"]
-  assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == ["step_3.npy"]
+  assert "Resuming from the checkpoint at step 6." in proc.stderr
+  assert "The updated weights are not finite at step 7" in proc.stderr
+  assert "latest checkpoint (step 6)" in proc.stderr
+  assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["3", "6"]
+  assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == ["step_3.npy",
+                                                                         "step_6.npy"]
 
 
 def test_model_tuning_run_then_prompt_tuning_on_its_checkpoint(tmp_path):

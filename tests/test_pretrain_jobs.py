@@ -5,7 +5,11 @@ import pytest
 
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.pretrained import MINI_VOCABULARY_PATH
-from subprocess_helpers import run_job
+from subprocess_helpers import run_fast_job as run_job
+
+# The runs compare with each other only (straight against resumed), so they share compiled
+# programs and compile with less optimization.
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")
 
 
 def _corpus(tmp_path):
