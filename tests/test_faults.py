@@ -22,6 +22,7 @@ from prompt_tuning import infer as infer_lib
 from prompt_tuning import job_utils
 from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.checkpoints import job as job_ckpt
+from prompt_tuning.checkpoints import prompts_io
 from prompt_tuning.checkpoints.base import CheckpointError
 from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job
 
@@ -75,6 +76,84 @@ def test_damaged_latest_checkpoint_is_set_aside_and_the_newest_intact_restored(t
   warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
   assert f"{tmp_path / 'checkpoints' / '4'} is damaged" in warning
   assert str(tmp_path / "checkpoints" / aside[0]) in warning
+
+
+def _saved_out_of_line(model_dir, steps):
+  """Steps whose arrays are too large to sit inline in orbax's index (over 1 KB): each is
+  read from its own data file under {item}/ocdbt.process_0/d/. Returns each step's state."""
+  states = {}
+  for step in steps:
+    noise = np.random.default_rng(step).normal(size=(2, 6, 256)).astype(np.float32)
+    states[step] = {"step": jnp.int32(step), "trainable": {"prompt": {"prompt": noise[0]}},
+                    "opt_state": {"v": noise[1]}}
+  mgr = job_ckpt.manager(str(model_dir))
+  for step, state in states.items():
+    job_ckpt.save(mgr, state, {"step": step, "batch_size": 8})
+  return states
+
+
+def _cut_array_data(step_dir, item):
+  """Truncates the largest array data file of `item` (what orbax reads the values from)."""
+  data = max(glob.glob(os.path.join(step_dir, item, "ocdbt.process_0", "d", "*")),
+             key=os.path.getsize)
+  assert os.path.getsize(data) > 1024
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 2)
+
+
+@pytest.mark.parametrize("item", ["trainable", "optimizer"])
+def test_a_truncated_array_data_file_is_damage_and_the_newest_intact_step_resumes(
+    tmp_path, caplog, item):
+  states = _saved_out_of_line(tmp_path, [2, 4])
+  _cut_array_data(str(tmp_path / "checkpoints" / "4"), item)
+  like = jax.tree.map(jnp.zeros_like, states[2])
+  state, meta = job_ckpt.restore_latest(job_ckpt.manager(str(tmp_path)), like)
+  assert meta["step"] == 2
+  np.testing.assert_array_equal(state["opt_state"]["v"], states[2]["opt_state"]["v"])
+  aside = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  assert aside[0] == "2" and aside[1].startswith("4.damaged-") and len(aside) == 2
+  warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+  assert (f"The checkpoint {tmp_path / 'checkpoints' / '4'} is damaged: OUT_OF_RANGE: Error "
+          f'reading "') in warning and "Requested byte range" in warning
+  assert "TensorStore(" not in warning and "\n" not in warning  # one line, not the spec
+
+
+def test_eval_of_a_damaged_latest_step_names_it_and_the_newest_intact_one(tmp_path):
+  states = _saved_out_of_line(tmp_path, [2, 4, 6])
+  prompts_io.save_prompt(prompts_io.prompt_path(str(tmp_path), 2),
+                         np.asarray(states[2]["trainable"]["prompt"]["prompt"]))
+  for step in (6, 4):
+    _cut_array_data(str(tmp_path / "checkpoints" / str(step)), "trainable")
+  like = jax.tree.map(jnp.zeros_like, states[2]["trainable"])
+  with pytest.raises(job_ckpt.DamagedCheckpointError) as error:
+    job_ckpt.restore_trainable(str(tmp_path), like)
+  message = str(error.value)
+  assert message.startswith(f"The checkpoint {tmp_path / 'checkpoints' / '6'} is damaged: "
+                            "OUT_OF_RANGE: ")
+  assert message.endswith(
+      "Step 4 is damaged too. The newest intact checkpoint is step 2: evaluate its prompt "
+      f"with --gin.PROMPT_FILE={tmp_path / 'prompts' / 'step_2.npy'}, or restart the train "
+      "job on this MODEL_DIR, which sets the damaged steps aside (renamed, not deleted) and "
+      "resumes from step 2.")
+  assert "\n" not in message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4", "6"]
+
+
+def test_a_read_error_that_is_not_damage_passes_unchanged():
+  """Orbax's plain Exception is damage only when what it was raised from says a file is cut
+  or missing; an access error, or a bug, keeps its own type and message."""
+  def failed_read(cause):
+    with job_ckpt._reading("/run/checkpoints/4"):
+      raise Exception("Encountered error while reading array index") from cause
+
+  with pytest.raises(Exception, match="Encountered error") as error:
+    failed_read(ValueError('PERMISSION_DENIED: Error reading "a" in file "b"'))
+  assert type(error.value) is Exception
+  with pytest.raises(Exception, match="Encountered error"):
+    failed_read(TypeError("unsupported operand"))
+  with pytest.raises(job_ckpt.DamagedCheckpointError, match=r"/run/checkpoints/4 is damaged: "
+                     r'DATA_LOSS: Error reading "a" in file "b"\.$'):
+    failed_read(ValueError('DATA_LOSS: Error reading "a" in file "b"'))
 
 
 def test_a_checkpoint_of_other_shapes_is_a_mismatch_not_damage(tmp_path):

@@ -27,6 +27,8 @@ from absl import logging
 from flax import traverse_util
 import tensorflow as tf
 
+from prompt_tuning.checkpoints import prompts_io
+
 CHECKPOINTS = "checkpoints"
 RUN_CONFIG = "run_config.json"
 
@@ -109,15 +111,48 @@ def restore_trainable(model_dir: str, like: Any, step: int | None = None) -> tup
   try:
     restored = _restore_step(mgr, step, like)
   except DamagedCheckpointError as e:
-    raise DamagedCheckpointError(f"{e} Restart the train job on this MODEL_DIR: it sets the "
-                                 "damaged step aside and resumes from the newest intact one; "
-                                 "or give PROMPT_FILE.") from None
+    older = [s for s in sorted(mgr.all_steps(), reverse=True) if s < step]
+    raise DamagedCheckpointError(f"{e} {_what_is_intact(mgr, model_dir, older, like)}"
+                                 ) from None
   return restored["trainable"], step
 
 
+def _what_is_intact(mgr: ocp.CheckpointManager, model_dir: str, steps: list[int],
+                    like: Any) -> str:
+  """Which of `steps` (newest first) is the newest whose trainable leaves read, and what to
+  do, for a job that only reads MODEL_DIR and found its latest step damaged."""
+  damaged = []
+  for step in steps:
+    try:
+      _restore_step(mgr, step, like)
+    except DamagedCheckpointError:
+      damaged.append(step)
+      continue
+    prompt = prompts_io.prompt_path(model_dir, step)
+    use = (f"evaluate its prompt with --gin.PROMPT_FILE={prompt}, or "
+           if tf.io.gfile.exists(prompt) else "")
+    return (f"{_also_damaged(damaged)}The newest intact checkpoint is step {step}: {use}"
+            "restart the train job on this MODEL_DIR, which sets the damaged steps aside "
+            f"(renamed, not deleted) and resumes from step {step}.")
+  none = "No older checkpoint is intact" if steps else "There is no older checkpoint"
+  return (f"{_also_damaged(damaged)}{none}; give the prompt with PROMPT_FILE, or train "
+          "again in a new MODEL_DIR.")
+
+
+def _also_damaged(steps: list[int]) -> str:
+  if not steps:
+    return ""
+  if len(steps) == 1:
+    return f"Step {steps[0]} is damaged too. "
+  return f"Steps {', '.join(map(str, steps))} are damaged too. "
+
+
 # Tensorstore's status codes (and orbax's JSON files) for files that are cut, emptied,
-# missing or garbled; access errors (PERMISSION_DENIED, UNAVAILABLE, ...) are not damage.
-_DAMAGE = re.compile(r"\b(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND):")
+# missing or garbled; access errors (PERMISSION_DENIED, UNAVAILABLE, ...) are not damage. A
+# data file that decodes wrongly (a missing one reads as empty) fails its read with
+# FAILED_PRECONDITION.
+_DAMAGE = re.compile(r"\b(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|FAILED_PRECONDITION(?=: Error "
+                     r"reading)):")
 
 
 def _restore_step(mgr: ocp.CheckpointManager, step: int, trainable: Any,
@@ -141,13 +176,32 @@ def _restore_step(mgr: ocp.CheckpointManager, step: int, trainable: Any,
 
 @contextlib.contextmanager
 def _reading(where: str) -> Iterator[None]:
-  """Turns the errors of unreadable checkpoint files into DamagedCheckpointError."""
+  """Turns the errors of unreadable checkpoint files into DamagedCheckpointError; any other
+  error (a bug, an access error) passes unchanged."""
   try:
     yield
-  except (ValueError, FileNotFoundError) as e:
-    if not (isinstance(e, (json.JSONDecodeError, FileNotFoundError)) or _DAMAGE.search(str(e))):
+  except Exception as e:  # pylint: disable=broad-except; re-raised unless it is damage
+    damage = _damage(e)
+    if damage is None:
       raise
-    raise DamagedCheckpointError(f"The checkpoint {where} is damaged: {_reason(e)}.") from None
+    raise DamagedCheckpointError(f"The checkpoint {where} is damaged: {_reason(damage)}."
+                                 ) from None
+
+
+def _damage(error: BaseException) -> BaseException | None:
+  """The error, or one it was raised from, that says a checkpoint file is unreadable; None if
+  none does.
+
+  Orbax raises a plain Exception ("Encountered error while reading array index ...") from
+  tensorstore's ValueError when an array's data file is cut or missing, so the chain of
+  causes is searched, not only the error itself.
+  """
+  while error is not None:
+    if (isinstance(error, (json.JSONDecodeError, FileNotFoundError))
+        or isinstance(error, ValueError) and _DAMAGE.search(str(error))):
+      return error
+    error = error.__cause__
+  return None
 
 
 def _reason(error: Exception) -> str:
