@@ -29,6 +29,9 @@ Choices, the same for all three:
   tail of its input, never the prompt; its EOS (if it had one) is kept as the last token, as
   seqio does when it trims (the frozen T5 always saw inputs ending in EOS).
 - Real tokens (id > 0) of a row must be contiguous (no packing), as in the paper's recipe.
+
+`prompt_rows(combine, tokens, p)` says which prompt row each output position holds, for
+code that replaces the prompt positions above the input (deep prompts).
 """
 
 import functools
@@ -107,6 +110,26 @@ def _insert(prompt: Array, embedded: Array, tokens: Array,
   combined = jnp.where(is_prompt[..., None], from_prompt,
                        jnp.where(is_real[..., None], from_input, 0))
   return combined, is_prompt | is_real
+
+
+def prompt_rows(combine: Combine, tokens: Array, prompt_length: int,
+                prompt_lengths: Array | None = None) -> Array:
+  """Which prompt row `combine` puts at each output position: [batch, out_length] int32,
+  the row's index in [0, prompt_length) at prompt positions, -1 at tokens and padding.
+
+  Read from the combination itself, so it holds for any `Combine` (a position, max_length,
+  or one of the user's own): it combines a one-wide prompt whose row r holds r + 1 with
+  all-zero inputs, and reads the numbers back. prompt_lengths [batch], as for a mixed-prompt
+  batch: row i places only the first prompt_lengths[i] rows of its prompt.
+  """
+  marks = jnp.arange(1, prompt_length + 1, dtype=jnp.float32)[:, None]  # [p, 1], exact ints
+  zeros = jnp.zeros((*tokens.shape, 1), jnp.float32)
+  if prompt_lengths is None:
+    combined, _ = combine(marks, zeros, tokens)
+  else:
+    marks = jnp.broadcast_to(marks, (tokens.shape[0], prompt_length, 1))
+    combined, _ = combine(marks, zeros, tokens, prompt_lengths=prompt_lengths)
+  return combined[..., 0].astype(jnp.int32) - 1
 
 
 POSITIONS = {"prefix": prefix, "prefix_after_bos": prefix_after_bos, "suffix": suffix}

@@ -93,3 +93,31 @@ def test_prompt_takes_activation_dtype():
   embedded = jnp.zeros((3, 4, 1), jnp.bfloat16)
   combined, _ = combine.prefix(PROMPT, embedded, tokens)
   assert combined.dtype == jnp.bfloat16
+
+
+# ---- which prompt row sits where (for layers above the input: deep prompts) -------------------
+
+
+def test_prompt_rows_by_hand():
+  # -1: a token or padding; r: prompt row r. The same layouts as the combinations above.
+  assert combine.prompt_rows(combine.prefix, jnp.asarray(LEFT), P).tolist() == [
+      [0, 1, -1, -1, -1, -1], [0, 1, -1, -1, -1, -1], [0, 1, -1, -1, -1, -1]]
+  assert combine.prompt_rows(combine.prefix_after_bos, jnp.asarray(RIGHT), P).tolist() == [
+      [-1, 0, 1, -1, -1, -1], [-1, 0, 1, -1, -1, -1], [0, 1, -1, -1, -1, -1]]
+  assert combine.prompt_rows(combine.suffix, jnp.asarray(LEFT), P).tolist() == [
+      [-1, -1, -1, 0, 1, -1], [-1, 0, 1, -1, -1, -1], [0, 1, -1, -1, -1, -1]]
+  cut = combine.combiner("suffix", max_length=5)
+  assert combine.prompt_rows(cut, jnp.asarray([[5, 6, 7, 8, 9], [5, 1, 0, 0, 0]]), P).tolist() \
+      == [[-1, -1, -1, 0, 1], [-1, 0, 1, -1, -1]]
+
+
+@pytest.mark.parametrize("position", ["prefix", "prefix_after_bos", "suffix"])
+def test_prompt_rows_of_a_mixed_batch_are_each_rows_alone(position):
+  fn = combine.combiner(position)
+  tokens = jnp.asarray(LEFT)
+  mixed = combine.prompt_rows(fn, tokens, 3, prompt_lengths=jnp.asarray([3, 1, 2]))
+  assert mixed.shape == (3, 4 + 3)
+  for i, length in enumerate([3, 1, 2]):
+    alone = combine.prompt_rows(fn, tokens[i:i + 1], length)[0].tolist()
+    assert mixed[i].tolist() == alone + [-1] * (3 - length)  # then masked padding
+  assert mixed[1].tolist().count(0) == 1 and 1 not in mixed[1].tolist()

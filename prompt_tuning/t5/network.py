@@ -8,9 +8,13 @@
              mlp}, decoder_norm, logits_dense}
 
 The encoder takes embedded inputs, so a caller may change the sequence between the embedding
-lookup and the encoder (prompt tuning does); this module knows nothing about prompts.
+lookup and the encoder (prompt tuning does), and an optional per-layer hook, so a caller may
+change the hidden states between layers (deep prompts do); this module knows nothing about
+prompts.
 Token id 0 is padding (and the decoder's start token).
 """
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +24,8 @@ from prompt_tuning.t5 import layers
 from prompt_tuning.t5.config import T5Config
 
 Array = jax.Array
+# (layer index, that layer's input [batch, length, embed]) -> its replacement; see Encoder.
+LayerHook = Callable[[int, Array], Array]
 constrain = layers.constrain
 
 
@@ -98,8 +104,15 @@ class Encoder(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, embedded: Array, mask: Array, deterministic: bool = True) -> Array:
-    """embedded [batch, length, embed], mask [batch, length] bool -> [batch, length, embed]."""
+  def __call__(self, embedded: Array, mask: Array, deterministic: bool = True,
+               layer_hook: LayerHook | None = None) -> Array:
+    """embedded [batch, length, embed], mask [batch, length] bool -> [batch, length, embed].
+
+    layer_hook: `(i, x [batch, length, embed]) -> x'` of the same shape, applied to the input
+    of every layer i (for layer 0, after the input dropout); a pure function of its arguments
+    and what it closes over. It runs between layers, outside each layer's remat, so a
+    rematerialised layer saves the hooked input like any other.
+    """
     cfg = self.config
     length = embedded.shape[1]
     bias = _relpos(cfg)(length, length, bidirectional=True)
@@ -107,6 +120,8 @@ class Encoder(nn.Module):
     x = _dropout(cfg)(constrain(embedded, ("batch", "length", "embed")), deterministic)
     layer = _maybe_remat(EncoderLayer, cfg, static_argnums=(4,))  # deterministic
     for i in range(cfg.num_encoder_layers):
+      if layer_hook is not None:
+        x = layer_hook(i, x)
       x = layer(cfg, name=f"layers_{i}")(x, attention_mask, bias, deterministic)
     x = _norm(cfg, "encoder_norm")(x)
     return _dropout(cfg)(x, deterministic)
