@@ -1,7 +1,9 @@
 """The model object the jobs call: a frozen T5, optionally with a soft prompt on its inputs.
 
     T5Model            every weight a T5 weight (model tuning, the paper's baseline)
-    PromptedT5Model    T5Model plus `prompt/prompt` [prompt_length, d_model] (prompt tuning)
+    PromptedT5Model    T5Model plus `prompt/prompt` [prompt_length, d_model] (prompt tuning),
+                       or another prompt kind's `prompt/` parameters (`method`, see
+                       prompts/method.py: residual, DePT, deep prompts)
 
 Both are plain Python objects around a Flax module; every method that touches weights is a
 pure function of `params` (a nested dict with T5X names), so jobs can jit and shard them:
@@ -13,6 +15,9 @@ pure function of `params` (a nested dict with T5X names), so jobs can jit and sh
     loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics)
     score(params, batch) -> [batch]        sum of ln p(target) over weighted target tokens
     score_candidates(params, batch, cands) -> [batch, candidates]   each input encoded once
+    export_prompt(trainable) -> array      what the prompt file holds (None without a prompt)
+    serving_model()                        the model that reads those files (itself, or the
+                                           plain prompted model for a residual prompt)
 
 PromptedT5Model.with_prompt_table(params, prompts) serves several prompts from one frozen
 model: a batch's `prompt_ids` [batch] then picks each row's prompt (mixed-task batches,
@@ -24,6 +29,7 @@ A batch holds int32 [batch, length] arrays `encoder_input_tokens`, `decoder_inpu
 them, unpacked). Gin files build the model objects: see gin_configs/models/*.gin.
 """
 
+import copy
 import functools
 from typing import Any, Sequence
 
@@ -34,6 +40,7 @@ from flax import linen as nn
 
 from prompt_tuning import combine as combine_lib
 from prompt_tuning import decoding, host_memory, prompts
+from prompt_tuning.prompts import method as method_lib
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -44,15 +51,17 @@ Params = Any
 class PromptedTransformer(network.Transformer):
   """T5 whose encoder sees `combine(prompt, embedded inputs)`; the decoder is unchanged.
 
-  Parameters stay top-level (`token_embedder/...`, `encoder/...`, `decoder/...`) plus
-  `prompt/prompt`, so a frozen T5X checkpoint fills everything but the prompt.
+  Parameters stay top-level (`token_embedder/...`, `encoder/...`, `decoder/...`) plus the
+  prompt method's module at `prompt/` (`prompt/prompt` for the plain prompt), so a frozen T5X
+  checkpoint fills everything but the prompt.
   """
   prompt_length: int = 100
   combine: combine_lib.Combine = combine_lib.prefix
+  prompt_method: method_lib.Method = method_lib.Method()
 
   def setup(self):
     super().setup()
-    self.prompt = prompts.Prompt(self.prompt_length, self.config.emb_dim)
+    self.prompt = self.prompt_method.module(self.prompt_length, self.config.emb_dim)
 
   def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False,
              prompts: Array | None = None, prompt_lengths: Array | None = None):
@@ -64,6 +73,7 @@ class PromptedTransformer(network.Transformer):
     """
     embedded = self.token_embedder(encoder_input_tokens)
     if prompts is None:
+      embedded = self.prompt_method.embed_inputs(self.prompt, embedded, encoder_input_tokens)
       prompt = self.prompt().astype(embedded.dtype)  # float32 parameter, activation-dtype use
       combined, mask = self.combine(prompt, embedded, encoder_input_tokens)
     else:
@@ -130,6 +140,15 @@ class T5Model:
     """The full tree from the loaded frozen one; nothing to add here."""
     del rng
     return frozen_params
+
+  def export_prompt(self, trainable: Params) -> np.ndarray | None:
+    """The prompt file's content for these trained leaves; None: a T5 has no prompt."""
+    del trainable
+    return None
+
+  def serving_model(self) -> "T5Model":
+    """The model that evaluates this one's exported files: itself."""
+    return self
 
   def random_params(self, rng: Array) -> Params:
     """A random model: random T5 weights (as T5X initialises them) then `init_params`."""
@@ -243,22 +262,67 @@ class PromptedT5Model(T5Model):
       `prompts.sampled_vocab()`.
     combine: where the prompt goes: a `combine.Combine` function or a position name
       ('prefix', the default; 'prefix_after_bos'; 'suffix'), see `combine.combiner`.
+    method: the prompt kind (prompts/method.py): default the plain prompt; e.g.
+      `prompts.residual.method()`, `prompts.dept.method(max_input_length)`. Set by
+      gin_configs/methods/*.gin.
   """
 
   def __init__(self, config: t5_config.T5Config, prompt_length: int = 100,
                prompt_initializer: prompts.Initializer | None = None,
                combine: combine_lib.Combine | str = "prefix",
                activation_dtype: Any = None, dropout_rate: float | None = None,
-               eos_id: int = 1, remat: bool | None = None, frozen_dtype: Any = "float32"):
+               eos_id: int = 1, remat: bool | None = None, frozen_dtype: Any = "float32",
+               method: method_lib.Method | None = None):
     super().__init__(config, activation_dtype, dropout_rate, eos_id, remat, frozen_dtype)
     self.prompt_length = prompts.check_prompt_length(prompt_length)
+    self.method = method_lib.Method() if method is None else method
+    if not isinstance(self.method, method_lib.Method):
+      raise ValueError(f"method={method!r} is not a prompt method; use e.g. "
+                       "prompts.residual.method() or a gin_configs/methods/*.gin file.")
     self.prompt_initializer = prompt_initializer or prompts.sampled_vocab()
-    prompts.check_fits(self.prompt_initializer, self.prompt_length)
+    prompts.check_fits(self.prompt_initializer, self.method.prompt_rows(self.prompt_length))
     self.combine = combine_lib.combiner(combine) if isinstance(combine, str) else combine
 
   @functools.cached_property
   def module(self) -> nn.Module:
-    return PromptedTransformer(self.config, self.prompt_length, self.combine)
+    return PromptedTransformer(self.config, self.prompt_length, self.combine, self.method)
+
+  def prompt_module(self) -> nn.Module:
+    """The method's module on its own (parameters: the `prompt/` subtree)."""
+    return self.method.module(self.prompt_length, self.config.emb_dim)
+
+  def export_prompt(self, trainable: Params) -> np.ndarray | None:
+    """The prompt file's content (`{MODEL_DIR}/prompts/step_{STEP}.npy`) for trained leaves
+    that hold `prompt/`; None when they do not. Computed on the host."""
+    prompt = trainable.get("prompt")
+    if prompt is None:
+      return None
+    host = jax.tree.map(np.asarray, prompt)
+    return self.method.export(self.prompt_module(), host)
+
+  def serving_model(self) -> "PromptedT5Model":
+    """The model that reads this one's exported files: itself, or (a residual prompt) the
+    plain prompted model of the same settings."""
+    serving = self.method.serving()
+    if serving == self.method:
+      return self
+    served = copy.copy(self)
+    served.__dict__.pop("module", None)  # the cached Flax module is the training method's
+    served.method = serving
+    return served
+
+  def with_prompt_file(self, params: Params, value: np.ndarray, source: str) -> Params:
+    """`params` with `prompt/` read from a prompt file's array (checked for this model: its
+    kind, PROMPT_LENGTH and d_model; errors name `source`), placed like the prompt it
+    replaces when `params` holds one."""
+    prompt = self.method.params_from_file(value, self.prompt_length, self.config.emb_dim,
+                                          source)
+    current = params.get("prompt")
+    if current is not None and jax.tree.structure(current) == jax.tree.structure(prompt):
+      prompt = jax.tree.map(lambda v, c: jax.device_put(v, c.sharding)
+                            if hasattr(c, "sharding") else v, prompt, current)
+    frozen = {k: v for k, v in params.items() if k != "prompt"}
+    return {**frozen, "prompt": prompt}
 
   def with_prompt_table(self, params: Params, prompts: Sequence[Any],
                         names: Sequence[str] | None = None) -> Params:
@@ -275,6 +339,10 @@ class PromptedT5Model(T5Model):
     """
     if not prompts:
       raise ValueError("A prompt table needs at least one prompt.")
+    if type(self.method) is not method_lib.Method:
+      raise ValueError(f"PROMPTS and PROMPT_ENSEMBLE serve plain prompt files, and this model's "
+                       f"prompts are {self.method.name!r} prompts; evaluate each file alone "
+                       "with PROMPT_FILE.")
     names = list(names) if names is not None else [f"prompt {i}" for i in range(len(prompts))]
     arrays = []
     for name, prompt in zip(names, prompts):
@@ -306,19 +374,18 @@ class PromptedT5Model(T5Model):
             "prompt_lengths": jnp.take(prompt["lengths"], ids)}
 
   def init_params(self, rng: Array, frozen_params: Params) -> Params:
-    """frozen T5 tree + {'prompt': {'prompt': initializer(rng, embedding, shape)}}.
+    """frozen T5 tree + {'prompt': the method's parameters}, `prompt/prompt` from
+    `initializer(rng, embedding, shape)` (the plain prompt: {'prompt': {'prompt': ...}}).
 
     Only the frozen embedding table is read (and only by initializers that need it), so
     `frozen_params` may be abstract for e.g. `prompts.from_file`. Any 'prompt' in it is
     replaced.
     """
-    shape = (self.prompt_length, self.config.emb_dim)
     embedding = frozen_params["token_embedder"]["embedding"]
-    prompt = jnp.asarray(self.prompt_initializer(rng, embedding, shape), jnp.float32)
-    if prompt.shape != shape:
-      raise ValueError(f"The prompt initializer returned shape {prompt.shape}, expected "
-                       f"{shape} [PROMPT_LENGTH, d_model].")
-    return {**frozen_params, "prompt": {"prompt": prompt}}
+    prompt = self.method.init_params(self.prompt_module(), rng, embedding,
+                                     self.prompt_initializer)
+    frozen = {k: v for k, v in frozen_params.items() if k != "prompt"}
+    return {**frozen, "prompt": prompt}
 
 
 def _loss_weights(batch: dict) -> Array:

@@ -56,10 +56,19 @@ class Prompt(nn.Module):
   @nn.compact
   def __call__(self) -> Array:
     """-> prompt [length, embed_dim] float32."""
-    check_prompt_length(self.length)
-    init = lambda rng, shape, dtype: jax.random.uniform(rng, shape, dtype, -0.5, 0.5)
-    return self.param("prompt", nn.with_logical_partitioning(init, PROMPT_AXES),
-                      (self.length, self.embed_dim), jnp.float32)
+    return prompt_parameter(self, self.length, self.embed_dim)
+
+
+def prompt_parameter(module: nn.Module, length: int, embed_dim: int) -> Array:
+  """`module`'s parameter 'prompt' [length, embed_dim] float32, logical axes PROMPT_AXES.
+
+  Every prompt kind keeps its raw prompt under this name, so initializers, PROMPT_REGEX and
+  the prompt files find it at `prompt/prompt`.
+  """
+  check_prompt_length(length)
+  init = lambda rng, shape, dtype: jax.random.uniform(rng, shape, dtype, -0.5, 0.5)
+  return module.param("prompt", nn.with_logical_partitioning(init, PROMPT_AXES),
+                      (length, embed_dim), jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------
