@@ -180,29 +180,83 @@ _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_d
 
 
 def read_safetensors(file: str) -> dict[str, np.ndarray]:
-  """{name: memory-mapped array} of a .safetensors file; data is read only when indexed."""
+  """{name: memory-mapped array} of a .safetensors file; data is read only when indexed.
+
+  The file is 8 bytes (the header's length, little-endian), a JSON header {name: {dtype,
+  shape, data_offsets}}, then the data. A file cut short (a download that stopped) or
+  garbled raises CheckpointError naming it, before any tensor is read.
+  """
+  file = os.fspath(file)
+  size = os.path.getsize(file)
   with open(file, "rb") as f:
-    (header_size,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(header_size))
+    length = f.read(8)
+    if len(length) < 8:
+      raise _damaged(file, f"it has {size} bytes, fewer than the 8 that give the header's "
+                     "length")
+    (header_size,) = struct.unpack("<Q", length)
+    if 8 + header_size > size:
+      raise _damaged(file, f"its header should be {header_size:,} bytes but the file has "
+                     f"{size:,}")
+    try:
+      header = json.loads(f.read(header_size))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise _damaged(file, f"its header is not valid JSON ({e})") from None
+  if not isinstance(header, dict):
+    raise _damaged(file, f"its header is a JSON {type(header).__name__}, not an object")
   header.pop("__metadata__", None)
-  data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_size)
+  data_size = size - 8 - header_size
+  data = (np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_size) if data_size
+          else np.zeros(0, np.uint8))  # mmap refuses an empty range
   arrays = {}
   for name, info in header.items():
-    if info["dtype"] not in _DTYPES:
-      raise CheckpointError(f"{file!r}: tensor {name!r} has dtype {info['dtype']}; only "
-                            f"{sorted(_DTYPES)} are read.")
-    start, end = info["data_offsets"]
-    arrays[name] = data[start:end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+    dtype, shape, offsets = _tensor_entry(file, name, info)
+    start, end = offsets
+    if end > data_size:
+      raise _damaged(file, f"tensor {name!r} ends at byte {8 + header_size + end:,} but the "
+                     f"file has {size:,} bytes")
+    arrays[name] = data[start:end].view(dtype).reshape(shape)
   return arrays
+
+
+def _tensor_entry(file: str, name: str, info: Any) -> tuple[Any, list[int], list[int]]:
+  """(numpy dtype, shape, [start, end]) of one header entry, checked against each other."""
+  try:
+    dtype, shape, (start, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
+    count = int(np.prod(shape, dtype=np.int64))
+    valid = all(isinstance(n, int) and n >= 0 for n in [*shape, start, end])
+  except (TypeError, KeyError, ValueError):
+    valid = False
+  if not valid:
+    raise _damaged(file, f"the header entry of tensor {name!r} is not {{dtype, shape, "
+                   f"data_offsets}} ({str(info)[:80]})")
+  if dtype not in _DTYPES:
+    raise CheckpointError(f"{file!r}: tensor {name!r} has dtype {dtype}; only "
+                          f"{sorted(_DTYPES)} are read.")
+  if end - start != count * np.dtype(_DTYPES[dtype]).itemsize:
+    raise _damaged(file, f"tensor {name!r} of shape {shape} ({dtype}) spans {end - start:,} "
+                   "bytes in the header")
+  return _DTYPES[dtype], shape, [start, end]
+
+
+def _damaged(file: str, detail: str) -> CheckpointError:
+  return CheckpointError(f"Hugging Face weights file {file!r} is incomplete or damaged: "
+                         f"{detail}. Download it again, or restore it from the model's "
+                         "original files.")
 
 
 def _weight_files(path: str) -> dict[str, str]:
   """{tensor name: file} from the shard index, or {'*': file} for a single file."""
   index = os.path.join(path, INDEX_FILE)
   if os.path.isfile(index):
-    with open(index, encoding="utf-8") as f:
-      weight_map = json.load(f)["weight_map"]
-    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    try:
+      with open(index, encoding="utf-8") as f:
+        weight_map = json.load(f)["weight_map"]
+      return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+      raise CheckpointError(f"Hugging Face shard index {index!r} is incomplete or damaged: it "
+                            "is not a JSON object whose \"weight_map\" maps tensor names to "
+                            "files. Download it again, or restore it from the model's "
+                            "original files.") from None
   single = os.path.join(path, WEIGHTS_FILE)
   if os.path.isfile(single):
     return {"*": single}

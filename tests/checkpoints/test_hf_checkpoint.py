@@ -188,3 +188,70 @@ def test_writer_refuses_t5_1_0(tmp_path):
   config = t5_config.get_config("t5_1_0_small")
   with pytest.raises(ValueError, match="T5 1.1-style"):
     huggingface.write_huggingface({}, config, str(tmp_path / "hf"))
+
+
+# ---- cut and garbled weight files ------------------------------------------------------------
+
+def _weights_dir(tmp_path, shards=1):
+  """config.json and safetensors files written by the safetensors package itself, the two
+  tensors in `shards` files (with an index when more than one)."""
+  safetensors_numpy = pytest.importorskip("safetensors.numpy")
+  (tmp_path / "config.json").write_text(json.dumps(huggingface.hf_config(
+      t5_config.get_config("t5_1_1_tiny"))))
+  rng = np.random.default_rng(0)
+  tensors = {"shared.weight": rng.normal(size=(64, 4)).astype(np.float32),
+             "lm_head.weight": rng.normal(size=(64, 4)).astype(np.float32)}
+  if shards == 1:
+    safetensors_numpy.save_file(tensors, str(tmp_path / huggingface.WEIGHTS_FILE))
+    return tmp_path / huggingface.WEIGHTS_FILE
+  weight_map = {}
+  for i, (name, array) in enumerate(tensors.items()):
+    weight_map[name] = f"model-{i + 1:05d}-of-00002.safetensors"
+    safetensors_numpy.save_file({name: array}, str(tmp_path / weight_map[name]))
+  (tmp_path / huggingface.INDEX_FILE).write_text(json.dumps({"weight_map": weight_map}))
+  return tmp_path / weight_map["lm_head.weight"]
+
+
+def _cut(file, size):
+  with open(file, "r+b") as f:
+    f.truncate(size)
+
+
+@pytest.mark.parametrize("size, detail", [
+    (0, "it has 0 bytes, fewer than the 8 that give the header's length"),
+    (5, "it has 5 bytes, fewer than the 8 that give the header's length"),
+    (50, r"its header should be \d+ bytes but the file has 50"),
+    (-1, r"tensor '[a-z_.]+' ends at byte [\d,]+ but the file has [\d,]+ bytes"),
+])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_cut_weights_file_is_named_incomplete(tmp_path, size, detail, shards):
+  """A download that stopped: whatever the cut, one error names the file (the shard)."""
+  file = _weights_dir(tmp_path, shards)
+  _cut(file, size if size >= 0 else file.stat().st_size - 1)
+  with pytest.raises(CheckpointError, match=(
+      rf"^Hugging Face weights file '{file}' is incomplete or damaged: {detail}\. Download "
+      r"it again, or restore it from the model's original files\.$")):
+    huggingface.read_huggingface(str(tmp_path))
+
+
+def test_a_garbled_header_is_named_damaged(tmp_path):
+  file = _weights_dir(tmp_path)
+  data = bytearray(file.read_bytes())
+  header = data[8:8 + int.from_bytes(data[:8], "little")].decode()
+  file.write_bytes(bytes(data).replace(header.encode(), header.replace(
+      '"shape":[64,4]', '"shape":[64,8]', 1).encode()))
+  with pytest.raises(CheckpointError, match=r"is incomplete or damaged: tensor '[a-z_.]+' of "
+                     r"shape \[64, 8\] \(F32\) spans 1,024 bytes in the header"):
+    huggingface.read_huggingface(str(tmp_path))
+  file.write_bytes(data[:8] + b"{" * len(header) + data[8 + len(header):])
+  with pytest.raises(CheckpointError, match="is incomplete or damaged: its header is not valid "
+                     "JSON"):
+    huggingface.read_huggingface(str(tmp_path))
+
+
+def test_a_cut_shard_index_is_named(tmp_path):
+  _weights_dir(tmp_path, shards=2)
+  index = tmp_path / huggingface.INDEX_FILE
+  index.write_text(index.read_text()[:30])
+  with pytest.raises(CheckpointError, match=f"shard index '{index}' is incomplete or damaged"):
+    huggingface.read_huggingface(str(tmp_path))
