@@ -1,0 +1,294 @@
+"""Prompt tuning at small scale: the recipe and the methods, measured on the frozen mini T5.
+
+    python -m benchmarks.small_scale_methods --plan recipe     # run what is missing, then draw
+    python -m benchmarks.small_scale_methods --plan methods
+    python -m benchmarks.small_scale_methods --draw_only       # tables and plots from results
+
+Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
+prompt trains unless the method is model tuning), with test- and validation-split accuracy by
+rank classification recorded along the way at the steps in CURVE (one run gives the whole
+learning curve). A finished run is one JSON file in RESULTS_DIR (in the repository), named by
+its key, so an interrupted command resumes where it stopped and several commands may share the
+work (`--shard 0/2` and `--shard 1/2` on two cores). The tables go into docs/methods.md.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from benchmarks import machine
+from benchmarks import mini_t5_prompt_tuning as mini
+from prompt_tuning import eval as eval_lib
+from prompt_tuning import model as model_lib
+from prompt_tuning import optim, pretrained, prompts, train
+from prompt_tuning.data import registry
+from prompt_tuning.prompts import deep, dept, residual
+from prompt_tuning.prompts import method as method_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results" / "small_scale_methods"
+CURVE = (0, 100, 300, 600, 1000, 2000, 3000)
+EVAL_PERIOD = 100
+DEPT_LOW_RANK_LEARNING_RATE = 5e-3  # methods/dept.gin's
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run; every field changes its numbers, so all of them are in its key."""
+  task: str = "wordnet_topic"
+  seed: int = 0
+  method: str = "prompt"          # prompt | residual | deep | dept | model_tuning
+  init: str = "class_labels"      # class_labels | sampled_vocab | random_uniform
+  length: int = 20
+  learning_rate: float = 0.3
+  dropout: float = 0.0
+  steps: int = 1000
+  batch_size: int = 16
+  checkpoint: str = "lm_adapted"  # lm_adapted | span_corruption | a directory
+
+  def key(self) -> str:
+    return (f"{self.task}.{self.method}.{self.init}.p{self.length}.lr{self.learning_rate:g}"
+            f".do{self.dropout:g}.s{self.steps}.b{self.batch_size}.{self.checkpoint_name}"
+            f".seed{self.seed}")
+
+  @property
+  def checkpoint_name(self) -> str:
+    return os.path.basename(os.path.normpath(self.checkpoint))
+
+  @property
+  def checkpoint_path(self) -> str:
+    return {"lm_adapted": pretrained.mini_checkpoint_path(),
+            "span_corruption": pretrained.MINI_SPAN_CORRUPTION_DIR}.get(self.checkpoint,
+                                                                       self.checkpoint)
+
+
+class CurveEvaluator:
+  """The train job's periodic evaluator: test accuracy at the CURVE steps, validation too at
+  the last step (where choices between settings are made).
+
+  The job calls it at step 0 (eval_before_training) and every EVAL_PERIOD steps; it counts its
+  calls to know the step, and returns {} at the steps it skips.
+  """
+
+  def __init__(self, model, run: Run):
+    self.calls = 0
+    self.last_step = run.steps
+    self.curve = {}
+    self.seconds = 0.0  # spent evaluating, to take out of the run's training time
+    self.kwargs = dict(model=model, mixture_or_task_name=run.task,
+                       task_feature_lengths=mini.TASKS[run.task], batch_size=64,
+                       use_rank_classification=True)
+
+  def __call__(self, params, mesh):
+    step = self.calls * EVAL_PERIOD
+    self.calls += 1
+    if step not in CURVE and step != self.last_step:
+      return {}
+    start = time.time()
+    splits = ("test", "validation") if step == self.last_step else ("test",)
+    self.curve[step] = {split: eval_lib.evaluate_params(params, mesh, split=split, **self.kwargs)
+                        for split in splits}
+    self.seconds += time.time() - start
+    return self.curve[step]["test"]
+
+
+def initializer(name: str, task: str):
+  if name == "class_labels":
+    return prompts.class_labels(registry.class_labels(task), pretrained.MINI_VOCABULARY_PATH)
+  return {"sampled_vocab": prompts.sampled_vocab, "random_uniform": prompts.random_uniform}[name]()
+
+
+def prompt_method(run: Run):
+  """The prompt kind, as gin_configs/methods/{run.method}.gin makes it."""
+  if run.method == "residual":
+    return residual.method(bottleneck=800)
+  if run.method == "deep":
+    return deep.method()
+  if run.method == "dept":
+    return dept.method(max_input_length=mini.TASKS[run.task])
+  return method_lib.plain()
+
+
+def build_model(run: Run):
+  config = mini._config()
+  if run.method == "model_tuning":
+    return model_lib.T5Model(config, dropout_rate=run.dropout)
+  return model_lib.PromptedT5Model(config, run.length, initializer(run.init, run.task),
+                                   dropout_rate=run.dropout, method=prompt_method(run))
+
+
+def build_optimizer(run: Run):
+  """runs/prompt_finetune.gin's Adafactor at the run's rate; DePT's low-rank pair at
+  methods/dept.gin's own rate."""
+  adafactor = lambda lr: optim.adafactor(learning_rate=lr, decay_rate=0.8,
+                                         multiply_by_parameter_scale=False,
+                                         weight_decay_rate=1e-5, clipping_threshold=1.0)
+  if run.method == "dept":
+    return optim.per_part(default=adafactor(run.learning_rate),
+                          parts={"prompt/low_rank_.*": adafactor(DEPT_LOW_RANK_LEARNING_RATE)})
+  return adafactor(run.learning_rate)
+
+
+def execute(run: Run, work_dir: str) -> dict:
+  """Trains `run` in a fresh directory under work_dir; its learning curve and costs."""
+  model_dir = os.path.join(work_dir, run.key())
+  shutil.rmtree(model_dir, ignore_errors=True)
+  model = build_model(run)
+  evaluator = CurveEvaluator(model, run)
+  regex = ".*" if run.method == "model_tuning" else optim.PROMPT_REGEX
+  start = time.time()
+  train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
+              mixture_or_task_name=run.task, task_feature_lengths=mini.TASKS[run.task],
+              train_steps=run.steps, batch_size=run.batch_size,
+              optimizer=build_optimizer(run),
+              checkpoint_period=run.steps, eval_period=EVAL_PERIOD, evaluator=evaluator,
+              eval_before_training=True, trainable_regex=regex, random_seed=run.seed)
+  seconds = time.time() - start
+  shutil.rmtree(model_dir, ignore_errors=True)
+  return {"run": dataclasses.asdict(run), "seconds": seconds, "eval_seconds": evaluator.seconds,
+          "curve": {str(k): {s: v[f"{run.task}/accuracy"] for s, v in splits.items()}
+                    for k, splits in evaluator.curve.items()},
+          "machine": machine.describe()}
+
+
+# ------------------------------------------------------------------------------------------
+# Plans: the runs each table needs.
+
+
+def recipe_plan(seeds) -> list[Run]:
+  """Learning rate without dropout, and the paper's rate with dropout 0.1; one seed, 1,000
+  steps (the curve gives 100, 300 and 600). The 2,000-step runs of seeds_plan give the same
+  curve up to step 1,000 for the chosen setting."""
+  del seeds
+  settings = {"wordnet_topic": [(0.0, 0.3), (0.0, 0.1), (0.0, 0.03), (0.1, 0.3)],
+              "wordnet_pos": [(0.1, 0.3), (0.0, 0.1)]}  # (0, 0.3): seeds_plan's seed 0
+  return [Run(task=task, dropout=dropout, learning_rate=lr)
+          for task, pairs in settings.items() for dropout, lr in pairs]
+
+
+def length_plan(seeds) -> list[Run]:
+  """The paper's prompt length (100 rows) at the chosen recipe, on the topic task."""
+  del seeds
+  return [Run(length=100, steps=1000)]
+
+
+def seeds_plan(seeds) -> list[Run]:
+  """The chosen recipe (no dropout, Adafactor 0.3) on both tasks, every seed, 2,000 steps."""
+  return [Run(task=task, seed=seed, steps=2000) for seed in seeds for task in mini.TASKS]
+
+
+def methods_plan(seeds) -> list[Run]:
+  """Each method at the chosen recipe, and model tuning (every weight, Adafactor 1e-3, T5X's
+  fine-tuning rate) at a third of the budget, which it needs less of; 600 steps."""
+  return ([Run(task=task, seed=seed, method=m, steps=600)
+           for seed in seeds for m in ("deep", "residual", "dept") for task in mini.TASKS]
+          + [Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
+             for seed in seeds for task in mini.TASKS])
+
+
+PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan, "methods": methods_plan}
+
+
+def load_results() -> dict[str, dict]:
+  out = {}
+  for path in sorted(RESULTS_DIR.glob("*.json")):
+    with open(path) as f:
+      out[path.stem] = json.load(f)
+  return out
+
+
+def save_result(key: str, result: dict) -> None:
+  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+  path = RESULTS_DIR / f"{key}.json"
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(f"{path}.tmp", path)
+
+
+def run_plan(runs: list[Run], shard: tuple[int, int], work_dir: str) -> None:
+  index, count = shard
+  done = load_results()
+  for i, run in enumerate(runs):
+    if i % count != index or run.key() in done:
+      continue
+    print(f"[{time.strftime('%H:%M:%S')}] {run.key()}", flush=True)
+    result = execute(run, work_dir)
+    save_result(run.key(), result)
+    last = result["curve"][str(max(int(k) for k in result["curve"]))]
+    print(f"  -> test {last['test']:.1f} validation {last['validation']:.1f} "
+          f"({result['seconds']:.0f} s)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Tables.
+
+
+def _stats(values: list[float]) -> str:
+  if len(values) == 1:
+    return f"{values[0]:.1f}"
+  return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _group(results: dict[str, dict], **fixed) -> dict[tuple, list[dict]]:
+  """Results whose run matches `fixed`, grouped by every other field but the seed."""
+  groups = {}
+  for result in results.values():
+    run = result["run"]
+    if all(run[k] == v for k, v in fixed.items()):
+      key = tuple((k, v) for k, v in sorted(run.items()) if k not in ("seed", *fixed))
+      groups.setdefault(key, []).append(result)
+  return groups
+
+
+def accuracy(results: list[dict], step: int, split: str = "test") -> list[float]:
+  return [r["curve"][str(step)][split] for r in results
+          if split in r["curve"].get(str(step), {})]
+
+
+def recipe_table(results: dict[str, dict], task: str) -> str:
+  """One row per (dropout, learning rate): test accuracy along the learning curve."""
+  groups = _group(results, task=task, method="prompt", init="class_labels", length=20)
+  steps = sorted({int(s) for g in groups.values() for r in g for s in r["curve"]})
+  lines = ["| dropout | learning rate | steps run | seeds | "
+           + " | ".join(f"step {s:,}" for s in steps) + " |",
+           "|---|---|---|---|" + "---|" * len(steps)]
+  for key, group in sorted(groups.items(), key=lambda kv: dict(kv[0])["dropout"]):
+    run = dict(key)
+    cells = [_stats(accuracy(group, s)) if accuracy(group, s) else "" for s in steps]
+    lines.append(f"| {run['dropout']:g} | {run['learning_rate']:g} | {run['steps']:,} | "
+                 f"{len(group)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--plan", nargs="+", default=[], choices=sorted(PLANS))
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
+  parser.add_argument("--work_dir", default="/tmp/small_scale_methods")
+  parser.add_argument("--draw_only", action="store_true", help="only print the tables")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  shard = tuple(int(x) for x in args.shard.split("/"))
+  if not args.draw_only:
+    for name in args.plan:
+      run_plan(PLANS[name](args.seeds), shard, args.work_dir)
+  results = load_results()
+  for task in mini.TASKS:
+    print(f"\n{task}\n{recipe_table(results, task)}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
