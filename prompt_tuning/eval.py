@@ -18,7 +18,7 @@ from flax import linen as nn
 from prompt_tuning import ensembles, gin_utils, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import evaluation, features, rank_classification, tasks
+from prompt_tuning.data import evaluation, features, preprocessors, rank_classification, tasks
 
 
 def run_batches(fn: Callable, params: Any, examples: Sequence[dict], batch_size: int,
@@ -198,18 +198,22 @@ def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name:
                     split: str = "validation", use_rank_classification: bool = False,
                     decode_method: str = "greedy", vocabulary_path: str | None = None,
                     prompt_names: Sequence[str] | None = None,
-                    ensemble_size: int = 1) -> dict[str, float]:
+                    ensemble_size: int = 1,
+                    task_examples: Sequence[tuple[Any, list[dict]]] | None = None
+                    ) -> dict[str, float]:
   """{'task/metric': value} for each task of the mixture with `split`.
 
   prompt_names: the params hold a prompt table (PROMPTS); each example runs under its own.
   ensemble_size > 1: the params hold the members' table (PROMPT_ENSEMBLE); 'task/metric' is
   the ensemble's vote and 'task/member_{i}/metric' each member's.
+  task_examples: `scorable_examples` of these arguments, if already read.
   """
-  name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
-  groups = []
-  for task in tasks_with_split(name, split):
-    examples = features.get_examples(task.name, split, task_feature_lengths)
-    groups.append((task, examples, with_prompts(task, examples, prompt_names, ensemble_size)))
+  if task_examples is None:
+    task_examples = scorable_examples(mixture_or_task_name, split, task_feature_lengths,
+                                      use_rank_classification=use_rank_classification,
+                                      vocabulary_path=vocabulary_path)
+  groups = [(task, examples, with_prompts(task, examples, prompt_names, ensemble_size))
+            for task, examples in task_examples]
   results = predictions(model, params, [(task, rows) for task, _, rows in groups],
                         use_rank_classification=use_rank_classification,
                         batch_size=batch_size, feature_lengths=task_feature_lengths, mesh=mesh,
@@ -235,8 +239,67 @@ def tasks_with_split(name: str, split: str) -> list[Any]:
   return chosen
 
 
+def scorable_examples(mixture_or_task_name: str, split: str,
+                      task_feature_lengths: dict[str, int], *,
+                      use_rank_classification: bool = False,
+                      vocabulary_path: str | None = None) -> list[tuple[Any, list[dict]]]:
+  """[(task, its examples of `split`)] for each task of the mixture with that split, read
+  and checked before any compute: metrics need every example's target, and rank
+  classification needs every task's class labels."""
+  chosen = tasks_with_split(tasks.with_vocabulary(mixture_or_task_name, vocabulary_path), split)
+  if use_rank_classification:
+    check_class_labels(chosen)
+  task_examples = []
+  for task in chosen:
+    examples = features.get_examples(task.name, split, task_feature_lengths)
+    _check_targets(task, split, examples)
+    task_examples.append((task, examples))
+  return task_examples
+
+
+def check_class_labels(chosen: Sequence[Any]) -> None:
+  """USE_RANK_CLASSIFICATION=True scores class labels: refuse tasks that have none, rather
+  than decode them instead."""
+  unlabelled = [tasks.base_name(t.name) for t in chosen
+                if not rank_classification.get_class_labels(t)]
+  if unlabelled:
+    raise ValueError(f"USE_RANK_CLASSIFICATION=True scores each class label, but "
+                     f"{', '.join(map(repr, unlabelled))} has no class labels; set "
+                     "CLASS_LABELS (JSONL tasks), or USE_RANK_CLASSIFICATION=False to decode.")
+
+
+def _has_target(example: dict) -> bool:
+  """A JSONL line without "targets" reads as ''; an unlabelled GLUE example as '<unk>'."""
+  if "targets_pretokenized" not in example:
+    return bool(np.any(np.asarray(example.get("targets", [])) > 1))  # beyond padding and EOS
+  return str(example["targets_pretokenized"]).strip() not in ("", preprocessors.UNKNOWN_TARGET)
+
+
+def _check_targets(task: Any, split: str, examples: Sequence[dict]) -> None:
+  """Refuses to score examples without targets (metrics would compare predictions with '')."""
+  missing = [number for number, ex in enumerate(examples, start=1) if not _has_target(ex)]
+  if not missing:
+    return
+  where = f"the {split!r} split of {tasks.base_name(task.name)}"
+  if len(missing) == len(examples):
+    raise ValueError(f"None of the {len(examples)} examples of {where} has a target, so "
+                     "there is nothing to score; evaluate a split with targets (e.g. "
+                     "EVAL_SPLIT='validation'), or get predictions with the infer job.")
+  raise ValueError(f"{len(missing)} of the {len(examples)} examples of {where} have no target "
+                   f"(the first is example {missing[0]}), and metrics would count them as "
+                   "wrong; give every example a target, or get predictions with the infer job.")
+
+
 def make_evaluator(**kwargs) -> Callable[[Any, Any], dict[str, float]]:
-  """(params, mesh) -> metrics, for the train job's periodic eval (gin binds the kwargs)."""
+  """(params, mesh) -> metrics, for the train job's periodic eval (gin binds the kwargs).
+
+  Rank classification without class labels is refused here, before training, where the
+  eval split exists (a run without one evaluates nothing).
+  """
+  if kwargs.get("use_rank_classification"):
+    found = tasks.get_mixture_or_task(kwargs["mixture_or_task_name"])
+    split = kwargs.get("split", "validation")
+    check_class_labels([t for t in getattr(found, "tasks", [found]) if split in t.splits])
   return functools.partial(evaluate_params, **kwargs)
 
 
@@ -310,6 +373,9 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
     job_utils.check_output_dir("MODEL_DIR", model_dir, create=False)
   mesh = partitioning.make_mesh(num_partitions)
   partitioning.check_batch_size(batch_size, mesh)
+  task_examples = scorable_examples(mixture_or_task_name, split, task_feature_lengths,
+                                    use_rank_classification=use_rank_classification,
+                                    vocabulary_path=vocabulary_path)
   names, members = None, 1
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     if prompts is not None or prompt_ensemble is not None:
@@ -328,7 +394,8 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
         params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
         use_rank_classification=use_rank_classification, decode_method=decode_method,
-        vocabulary_path=vocabulary_path, prompt_names=names, ensemble_size=members)
+        vocabulary_path=vocabulary_path, prompt_names=names, ensemble_size=members,
+        task_examples=task_examples)
   logging.info("Metrics of %s on %s/%s: %s", source, mixture_or_task_name, split, metrics)
   if model_dir is not None:
     job_utils.Summaries(model_dir, f"eval_{split}").scalars(step, metrics)

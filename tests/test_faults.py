@@ -24,6 +24,7 @@ from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
 from prompt_tuning.checkpoints.base import CheckpointError
+from prompt_tuning.data import demo, jsonl
 from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job
 
 FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
@@ -287,6 +288,69 @@ def test_hugging_face_config_that_is_not_json_names_the_file(tmp_path):
   (tmp_path / "config.json").write_text('{"d_model": 32,')
   with pytest.raises(CheckpointError, match=f"{tmp_path / 'config.json'}.*not valid JSON"):
     huggingface.config_from_hf(str(tmp_path))
+
+
+# ---- what eval scores, in process -----------------------------------------------------------
+# model=None: each refusal comes before anything would be computed.
+
+LENGTHS = {"inputs": 32, "targets": 4}
+
+
+def _demo_jsonl(tmp_path, name, with_targets=8, **task_kwargs):
+  """A JSONL task of 8 demo sentences as its 'test' split, the first `with_targets` with
+  their targets."""
+  lines = [json.loads(line) for line in open(demo.FILES["validation"]).read().splitlines()[:8]]
+  for i, line in enumerate(lines):
+    if i >= with_targets:
+      del line["targets"]
+  (tmp_path / "test.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  return jsonl.jsonl_task(test=str(tmp_path / "test.jsonl"), name=name,
+                          vocabulary_path=demo.vocabulary_path(), **task_kwargs)
+
+
+def _evaluate(task, **kwargs):
+  return eval_lib.evaluate(model=None, initial_checkpoint_path=None, mixture_or_task_name=task,
+                           task_feature_lengths=LENGTHS, batch_size=8, split="test", **kwargs)
+
+
+def test_eval_refuses_rank_classification_without_class_labels(tmp_path):
+  task = _demo_jsonl(tmp_path, "unlabelled_for_rank")
+  expected = ("USE_RANK_CLASSIFICATION=True scores each class label, but "
+              "'unlabelled_for_rank' has no class labels; set CLASS_LABELS (JSONL tasks), or "
+              "USE_RANK_CLASSIFICATION=False to decode.")
+  with pytest.raises(ValueError) as error:
+    _evaluate(task, use_rank_classification=True)
+  assert str(error.value) == expected
+  with pytest.raises(ValueError) as error:  # the train job's periodic eval, before training
+    eval_lib.make_evaluator(model=None, mixture_or_task_name=task, task_feature_lengths=LENGTHS,
+                            batch_size=8, split="test", use_rank_classification=True)
+  assert str(error.value) == expected
+  eval_lib.make_evaluator(model=None, mixture_or_task_name=task, task_feature_lengths=LENGTHS,
+                          batch_size=8, split="validation", use_rank_classification=True)
+
+
+def test_eval_of_a_split_without_targets_has_nothing_to_score(tmp_path):
+  with pytest.raises(ValueError) as error:
+    _evaluate(_demo_jsonl(tmp_path, "no_targets", with_targets=0,
+                          class_labels=["positive", "negative"]))
+  assert str(error.value) == (
+      "None of the 8 examples of the 'test' split of no_targets has a target, so there is "
+      "nothing to score; evaluate a split with targets (e.g. EVAL_SPLIT='validation'), or get "
+      "predictions with the infer job.")
+  with pytest.raises(ValueError) as error:
+    _evaluate(_demo_jsonl(tmp_path, "some_targets", with_targets=3))
+  assert str(error.value) == (
+      "5 of the 8 examples of the 'test' split of some_targets have no target (the first is "
+      "example 4), and metrics would count them as wrong; give every example a target, or "
+      "get predictions with the infer job.")
+
+
+def test_unlabelled_glue_examples_count_as_without_target():
+  assert not eval_lib._has_target({"targets_pretokenized": "<unk>", "targets": [3, 1]})
+  assert not eval_lib._has_target({"targets_pretokenized": " ", "targets": [1]})
+  assert eval_lib._has_target({"targets_pretokenized": "positive", "targets": [7, 1]})
+  assert eval_lib._has_target({"targets": [7, 1, 0]})  # a task without the text feature
+  assert not eval_lib._has_target({"targets": [1, 0]})
 
 
 # ---- the jobs, from the command line ---------------------------------------------------------
