@@ -6,9 +6,10 @@ only; the optimizer updates them. Every CHECKPOINT_PERIOD steps (and at the end)
 trainable leaves, optimizer state and step are saved, and the prompt is exported as
 `{MODEL_DIR}/prompts/step_{STEP}.npy`. Restarting the same command resumes exactly.
 
-SIGTERM (a preemption) stops the run after the step in progress: it saves a checkpoint,
-exports the prompt and raises job_utils.Preempted, whose message says how to resume; every
-process of a multi-host run stops at the same step.
+SIGTERM (a preemption) or Ctrl-C (SIGINT) stops the run after the step in progress: it saves
+a checkpoint, exports the prompt and raises job_utils.Preempted (Interrupted for Ctrl-C),
+whose message says how to resume; every process of a multi-host run stops at the same step.
+A second Ctrl-C ends the process at once, without saving.
 """
 
 import functools
@@ -103,8 +104,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   `vocabulary_path` (VOCABULARY_PATH) re-tokenizes the task with the model's vocabulary
   (mT5, a Hugging Face checkpoint's spiece.model); None keeps the task's own.
 
-  MODEL_DIR is checked and locked (one live run) before any compute; SIGTERM ends the run
-  after the step in progress, saved, with job_utils.Preempted.
+  MODEL_DIR is checked and locked (one live run) before any compute; SIGTERM or Ctrl-C ends
+  the run after the step in progress, saved, with job_utils.Preempted (or Interrupted).
   """
   _check_positive(TRAIN_STEPS=train_steps, BATCH_SIZE=batch_size,
                   CHECKPOINT_PERIOD=checkpoint_period)
@@ -150,7 +151,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
       loop.after_step(step, state, metrics,
                       checkpoint=step % checkpoint_period == 0 or stopping)
       if stopping:
-        raise job_utils.Preempted(loop.stopped(step))
+        raise stop.error(loop.stopped(step, stop.cause))
       if evaluator is not None and eval_period and step % eval_period == 0:
         loop.evaluate(step, functools.partial(evaluator, mesh=mesh),
                       optim.merge(state["trainable"], frozen))
@@ -172,48 +173,74 @@ def _describe(trainable: Any) -> str:
   return f"{shown}{more} ({total:,} parameters)"
 
 
+class Interrupted(job_utils.Preempted):
+  """Ctrl-C stopped the train job after it saved a checkpoint; the message says how to resume.
+
+  The command line exits with EXIT_CODE (128 + SIGINT, as a shell reports Ctrl-C).
+  """
+  EXIT_CODE = 130
+
+
 class _StopRequest:
-  """SIGTERM asks the run to stop; `reached(step)` says, alike on every process, to stop now.
+  """SIGTERM or Ctrl-C asks the run to stop; `reached(step)` says, alike on every process, to
+  stop now, and `error` is the exception to stop with.
 
   One process: a Python handler notes the signal and the run stops after the step in
   progress. Several: JAX's preemption service (started by jax.distributed.initialize, with
   its own SIGTERM handler) agrees on a step all processes reach; its check is local (about
-  1 microsecond), so no collective runs per step.
+  1 microsecond), so no collective runs per step. Ctrl-C on one of them is handed to that
+  service as a SIGTERM, so it stops them all at one step too.
+
+  Ctrl-C once a stop is asked ends the process at once: the user waits for nothing, and loses
+  the steps since the last checkpoint. (Python runs handlers between bytecodes, so a long
+  compile or device wait finishes first, as with Python's own KeyboardInterrupt.)
   """
 
   def __init__(self):
-    self._received = False
-    self._installed = False
-    self._previous = None
+    self.cause = None  # 'SIGTERM' or 'Ctrl-C' once this process is asked to stop
+    self._previous = {}
     self._multi_process = jax.process_count() > 1
     self._warned = False
 
   def __enter__(self) -> "_StopRequest":
-    if not self._multi_process and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-      self._installed = True
+    if threading.current_thread() is not threading.main_thread():
+      return self  # Python sets signal handlers from the main thread only
+    ours = [signal.SIGINT] if self._multi_process else [signal.SIGINT, signal.SIGTERM]
+    for signum in ours:
+      self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._installed:  # None: the previous handler was not Python's
-      signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None
-                    else self._previous)
+    for signum, previous in self._previous.items():  # None: the previous one was not Python's
+      signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
   def _handle(self, signum, frame) -> None:
-    del signum, frame
-    self._received = True
+    del frame
+    if signum == signal.SIGINT and self.cause is not None:
+      os.write(2, b"\nStopped at once by a second Ctrl-C, without saving: the steps since the "
+               b"last checkpoint are lost.\n")
+      os._exit(Interrupted.EXIT_CODE)  # pylint: disable=protected-access
+    self.cause = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    logging.warning("%s: stopping after the step in progress, with a checkpoint%s.",
+                    self.cause, "; press Ctrl-C again to stop at once, without saving"
+                    if self.cause == "Ctrl-C" else "")
+    if self._multi_process:  # the preemption service's handler tells every process
+      os.kill(os.getpid(), signal.SIGTERM)
 
   def reached(self, step: int) -> bool:
     if not self._multi_process:
-      return self._received
+      return self.cause is not None
     try:
       return multihost_utils.reached_preemption_sync_point(step)
     except RuntimeError:  # jax_enable_preemption_service is off
       if not self._warned:
         logging.warning("JAX's preemption service is off (jax_enable_preemption_service), so "
-                        "SIGTERM ends this multi-process run without a checkpoint.")
+                        "SIGTERM or Ctrl-C ends this multi-process run without a checkpoint.")
         self._warned = True
       return False
+
+  def error(self, message: str) -> job_utils.Preempted:
+    return Interrupted(message) if self.cause == "Ctrl-C" else job_utils.Preempted(message)
 
 
 def _initial_state(optimizer, trainable) -> dict:
@@ -323,12 +350,13 @@ class _Loop:
     self.eval_summaries.scalars(step, metrics)
     self.evals.append((step, metrics))
 
-  def stopped(self, step):
-    """What a run stopped by SIGTERM after `step` (and saved) tells the user."""
+  def stopped(self, step, cause=None):
+    """What a run stopped by `cause` (SIGTERM, Ctrl-C) after `step` (and saved) tells the
+    user; a process stopped by another's notice says SIGTERM, the notice JAX passes on."""
     prompt = f" and its prompt is {self.last_prompt}" if self.last_prompt else ""
-    return (f"Stopped by SIGTERM after step {step} of {self.train_steps}: the checkpoint of "
-            f"step {step} is saved in {self.model_dir}{prompt}. To resume, run the same "
-            "command again.")
+    return (f"Stopped by {cause or 'SIGTERM'} after step {step} of {self.train_steps}: the "
+            f"checkpoint of step {step} is saved in {self.model_dir}{prompt}. To resume, run "
+            "the same command again.")
 
   def finish(self, state):
     metrics = {}

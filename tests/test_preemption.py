@@ -1,18 +1,21 @@
 """SIGTERM (a preemption): the train job finishes its step, saves, exports the prompt and exits
 143 saying how to resume; every process stops at the same step; the restart ends bit-identical
-to a run that was never interrupted."""
+to a run that was never interrupted. Ctrl-C does the same (exit 130); a second one stops at
+once, without saving."""
 
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import time
 
+import jax
 import numpy as np
 import pytest
 
-from prompt_tuning import job_utils
+from prompt_tuning import job_utils, train
 from subprocess_helpers import FAST_COMPILE, REPO, job_command, job_env, run_fast_job
 
 FLAGS = ["--gin_file=models/t5_1_1_tiny_prompt.gin", "--gin_file=prompts/class_labels.gin",
@@ -75,6 +78,39 @@ def test_sigterm_saves_the_step_in_progress_and_the_restart_is_bit_identical(tmp
   np.testing.assert_array_equal(_prompt(model_dir, STEPS), _prompt(tmp_path / "clean", STEPS))
 
 
+def test_ctrl_c_saves_the_step_in_progress_and_says_how_to_resume(tmp_path):
+  model_dir, log = tmp_path / "run", tmp_path / "run.log"
+  proc = _start(log, *FLAGS, f"--gin.TRAIN_STEPS={STEPS}", f"--gin.MODEL_DIR={model_dir}")
+  _wait_for_line(log, "step 10  loss", [proc])
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=300) == train.Interrupted.EXIT_CODE == 130, log.read_text()[-3000:]
+  text = log.read_text()
+  match = re.search(r"Stopped by Ctrl-C after step (\d+) of 150", text)
+  assert match and "To resume, run the same command again." in text, text[-3000:]
+  step = int(match.group(1))
+  assert "press Ctrl-C again to stop at once" in text
+  assert "Traceback" not in text and "KeyboardInterrupt" not in text
+  assert [p.name for p in (model_dir / "checkpoints").iterdir()] == [str(step)]
+  assert _prompt(model_dir, step).shape == (6, 4)
+  assert not (model_dir / job_utils.LOCK_FILE).exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+  model_dir, log = tmp_path / "run", tmp_path / "run.log"
+  proc = _start(log, *FLAGS, f"--gin.TRAIN_STEPS={STEPS}", f"--gin.MODEL_DIR={model_dir}")
+  _wait_for_line(log, "the frozen model is RANDOM", [proc])  # seconds before the first step
+  proc.send_signal(signal.SIGINT)
+  _wait_for_line(log, "press Ctrl-C again", [proc])
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=300) == train.Interrupted.EXIT_CODE, log.read_text()[-3000:]
+  text = log.read_text()
+  assert text.rstrip().endswith("Stopped at once by a second Ctrl-C, without saving: the "
+                                "steps since the last checkpoint are lost."), text[-3000:]
+  assert "Traceback" not in text and "Saved checkpoint" not in text
+  assert not (model_dir / "checkpoints").exists() or not any(
+      p.name.isdigit() for p in (model_dir / "checkpoints").iterdir())
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -118,3 +154,25 @@ def test_sigterm_stops_two_processes_at_the_same_step_and_the_restart_is_bit_ide
   assert codes == [0, 0], text
   assert f"Resuming from the checkpoint at step {steps[0]}." in logs["resumed"][0].read_text()
   np.testing.assert_array_equal(_prompt(model_dir, STEPS), _prompt(clean, STEPS))
+
+
+
+def test_ctrl_c_in_a_multi_process_run_is_passed_on_as_sigterm(monkeypatch):
+  """Several processes: JAX's preemption service, which stops them all at one step, listens
+  for SIGTERM (the two-process test above); Ctrl-C on one process becomes that SIGTERM."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  received = []
+  service = lambda signum, frame: received.append(signum)  # stands in for JAX's handler
+  previous = signal.signal(signal.SIGTERM, service)
+  try:
+    with train._StopRequest() as stop:
+      assert signal.getsignal(signal.SIGTERM) is service  # the service's, not replaced
+      os.kill(os.getpid(), signal.SIGINT)
+      deadline = time.time() + 10
+      while not received and time.time() < deadline:
+        time.sleep(0.01)
+      assert received == [signal.SIGTERM] and stop.cause == "Ctrl-C"
+      assert type(stop.error("stopped")) is train.Interrupted
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
