@@ -279,6 +279,7 @@ class PromptedT5Model(T5Model):
     if not isinstance(self.method, method_lib.Method):
       raise ValueError(f"method={method!r} is not a prompt method; use e.g. "
                        "prompts.residual.method() or a gin_configs/methods/*.gin file.")
+    self.prompt_module()  # a kind's sizes (e.g. DePT's split) are checked now, before compute
     self.prompt_initializer = prompt_initializer or prompts.sampled_vocab()
     prompts.check_fits(self.prompt_initializer, self.method.prompt_rows(self.prompt_length))
     self.combine = combine_lib.combiner(combine) if isinstance(combine, str) else combine

@@ -4,10 +4,13 @@ The same labels split the tree for differentiation (gradients exist only for tra
 leaves; frozen leaves are closed over) and define the optimizer's domain, so frozen leaves
 have neither a gradient nor an optimizer slot. Prompt tuning matches `prompt/prompt`; model
 tuning (the paper's baseline) is the same code with a regex that matches everything.
+
+`per_part` gives parts of the trainable leaves their own transform (DePT's two learning rates:
+methods/dept.gin).
 """
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import optax
 from flax import traverse_util
@@ -71,7 +74,72 @@ def adam(learning_rate: float = 1e-4, weight_decay: float = 0.0) -> optax.Gradie
                                                weight_decay=weight_decay)
 
 
+DEFAULT_PART = "default"
+
+
+def per_part(default: optax.GradientTransformation,
+             parts: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:
+  """`parts[regex]` updates the trainable leaves whose path (e.g. 'prompt/low_rank_a') fully
+  matches `regex` (the first that does, in order), `default` all others; each part keeps its
+  own state. E.g. DePT: per_part(adafactor(0.3), {'prompt/low_rank_.*': adafactor(5e-3)}).
+
+  A regex that matches no trainable leaf is an error when the optimizer is initialised.
+  """
+  if not isinstance(parts, Mapping) or not parts:
+    raise ValueError(f"per_part parts={parts!r} must be a non-empty mapping {{regex: "
+                     "optimizer}}.")
+  patterns = {}
+  for regex in parts:
+    if regex == DEFAULT_PART:
+      raise ValueError(f"per_part cannot name a part {DEFAULT_PART!r}; it is the rest.")
+    try:
+      patterns[regex] = re.compile(regex)
+    except (re.error, TypeError) as e:
+      raise ValueError(f"per_part regex {regex!r} is not a valid regular expression ({e})."
+                       ) from None
+
+  def labels(tree: Params) -> Params:
+    paths = flat(tree)
+    chosen = {p: next((r for r, pattern in patterns.items() if pattern.fullmatch(p)),
+                      DEFAULT_PART) for p in paths}
+    unused = [r for r in parts if r not in chosen.values()]
+    if unused:
+      raise ValueError(f"The optimizer's part {unused[0]!r} matches no trainable parameter "
+                       f"(they are {sorted(paths)}); use the gin file that sets it with the "
+                       "model it is for (methods/dept.gin sets both).")
+    return traverse_util.unflatten_dict(chosen, sep="/")
+
+  return optax.multi_transform({DEFAULT_PART: default, **parts}, labels)
+
+
+def _hyperparam_states(opt_state: Any) -> dict[str, Any]:
+  """{part: inject_hyperparams state} of a plain or `per_part` optimizer state."""
+  inner = getattr(opt_state, "inner_states", None)
+  if inner is None:
+    return {DEFAULT_PART: opt_state}
+  return {label: getattr(state, "inner_state", state) for label, state in inner.items()}
+
+
 def learning_rate(opt_state: Any):
-  """The current learning rate held by an inject_hyperparams state, or None."""
-  hyperparams = getattr(opt_state, "hyperparams", None)
+  """The current learning rate held by an inject_hyperparams state (of `per_part`: its
+  default part's), or None."""
+  hyperparams = getattr(_hyperparam_states(opt_state).get(DEFAULT_PART), "hyperparams", None)
   return None if hyperparams is None else hyperparams.get("learning_rate")
+
+
+def with_fresh_hyperparams(restored: Any, fresh: Any) -> Any:
+  """The restored optimizer state with the hyperparameters (learning rates) of `fresh`, this
+  run's own initial state: a changed LEARNING_RATE takes effect on resume, in every part."""
+  def refresh(old, new):
+    return old._replace(hyperparams=new.hyperparams) if hasattr(new, "hyperparams") else old
+  inner = getattr(restored, "inner_states", None)
+  if inner is None:
+    return refresh(restored, fresh)
+  states = {}
+  for label, state in inner.items():
+    new = fresh.inner_states[label]
+    if hasattr(state, "inner_state"):  # multi_transform masks each part's state
+      states[label] = state._replace(inner_state=refresh(state.inner_state, new.inner_state))
+    else:
+      states[label] = refresh(state, new)
+  return restored._replace(inner_states=states)

@@ -82,7 +82,15 @@ def run_config(model: Any, trainable_regex: str) -> dict:
               "num_encoder_layers", "num_decoder_layers")},
           "model_class": type(model).__name__,
           "prompt_length": getattr(model, "prompt_length", None),
-          "trainable_regex": trainable_regex}
+          "trainable_regex": trainable_regex,
+          **_method_config(model)}
+
+
+def _method_config(model: Any) -> dict:
+  """The prompt method's name, for any kind but the plain prompt (whose MODEL_DIRs predate
+  the key and stay valid)."""
+  method = getattr(model, "method", None)
+  return {} if method is None or method.name == "prompt" else {"prompt_method": method.name}
 
 
 def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
@@ -135,7 +143,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
                        random_seed, skip=first)
     step_fn = None  # compiled for the first batch's shapes and shardings
-    loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to)
+    loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to,
+                 model.export_prompt)
     if first and not job_utils.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
@@ -259,8 +268,7 @@ def _restore(mgr, state, batch_size) -> dict:
     return state
   fresh_opt_state = state["opt_state"]
   state, meta = restored
-  if hasattr(fresh_opt_state, "hyperparams"):
-    state["opt_state"] = state["opt_state"]._replace(hyperparams=fresh_opt_state.hyperparams)
+  state["opt_state"] = optim.with_fresh_hyperparams(state["opt_state"], fresh_opt_state)
   if meta["batch_size"] != batch_size:
     raise job_ckpt.RunMismatchError(
         f"BATCH_SIZE={batch_size} but the checkpoint at step {meta['step']} was trained with "
@@ -280,8 +288,10 @@ def _batches(task, lengths, batch_size, shuffle, seed, skip):
 class _Loop:
   """Logging, non-finite checks, checkpoints and prompt export around the step function."""
 
-  def __init__(self, model_dir, mgr, batch_size, train_steps, log_period, run_config):
+  def __init__(self, model_dir, mgr, batch_size, train_steps, log_period, run_config,
+               export):
     self.model_dir, self.mgr, self.run_config = model_dir, mgr, run_config
+    self.export = export  # trained leaves -> the prompt file's array (model.export_prompt)
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.eval_summaries = job_utils.Summaries(model_dir, "eval")
@@ -335,11 +345,12 @@ class _Loop:
     logging.info("Saved checkpoint at step %d.", step)
 
   def export_prompt(self, step, state):
-    """{MODEL_DIR}/prompts/step_{step}.npy, written atomically by process 0."""
-    prompt = state["trainable"].get("prompt", {}).get("prompt")
+    """{MODEL_DIR}/prompts/step_{step}.npy, what the model's prompt method exports from the
+    trained `prompt/` leaves, written atomically by process 0."""
+    prompt = state["trainable"].get("prompt")
     if prompt is None:
       return
-    array = job_utils.to_host(prompt)
+    array = self.export({"prompt": jax.tree.map(job_utils.to_host, prompt)})
     self.last_prompt = prompt_path(self.model_dir, step)
     if jax.process_index() == 0:
       prompts_io.save_prompt(self.last_prompt, array)

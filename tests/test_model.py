@@ -271,6 +271,34 @@ def test_gin_missing_class_labels():
     build(["models/t5_1_1_tiny_prompt.gin", "prompts/class_labels.gin"])
 
 
+METHODS = sorted(p.stem for p in (REPO / "gin_configs" / "methods").glob("*.gin"))
+INITIALIZERS = ["random_uniform", "sampled_vocab", "class_labels", "from_text", "from_file",
+                "from_t5x_checkpoint"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_gin_files_compose_with_every_model_initializer_and_run_file(method, tmp_path):
+  from prompt_tuning.prompts import method as method_lib
+  np.save(tmp_path / "p.npy", np.ones((7, 4), np.float32))
+  common = ["MODEL_DIR = '/unused'", "PROMPT_LENGTH = 7",
+            "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 4}",
+            "CLASS_LABELS = ['a', 'b']", "PROMPT_TEXT = 'hello'",
+            f"PROMPT_FILE = '{tmp_path / 'p.npy'}'", "MIXTURE_OR_TASK_NAME = 'demo'"]
+  demo = build(["runs/cpu_demo.gin", f"methods/{method}.gin"], ["MODEL_DIR = '/unused'"])
+  assert demo.method != method_lib.Method()
+  same = lambda a, b: a.replace(dropout_rate=0.0) == b.replace(dropout_rate=0.0)  # runs set it
+  assert same(demo.config, t5_config.CONFIGS["t5_1_1_mini"])
+  for name in SIZES:
+    m = build([f"models/{name}_prompt.gin", "runs/prompt_finetune.gin",
+               f"methods/{method}.gin"], common)
+    assert type(m.method) is type(demo.method) and same(m.config, t5_config.CONFIGS[name])
+  for file in INITIALIZERS:
+    m = build(["models/t5_1_1_tiny_prompt.gin", f"prompts/{file}.gin",
+               "runs/prompt_finetune.gin", f"methods/{method}.gin"], common)
+    assert type(m.method) is type(demo.method)
+    assert m.prompt_initializer.__qualname__.startswith(f"{file}.")
+
+
 @pytest.mark.skipif(not PRETRAINED.is_dir(), reason="pretrained prompt fixtures absent")
 @pytest.mark.parametrize("task", ["sst2", "mrpc", "rte"])
 def test_pretrained_prompts_load_into_base_through_from_file_gin(task):

@@ -23,6 +23,11 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   Raises ValueError naming `source` and the fix.
   """
   value = np.asarray(value)
+  if value.dtype.names is not None:  # a record: DePT's parts (prompts/dept.py)
+    raise ValueError(f"Prompt {source} is a DePT prompt file (fields "
+                     f"{', '.join(value.dtype.names)}) but a plain prompt [PROMPT_LENGTH, "
+                     "d_model] is needed here; a DePT file is read by a model with "
+                     "--gin_file=methods/dept.gin.")
   if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
     raise ValueError(f"Prompt {source} has dtype {value.dtype}; it must be a float array "
                      "(float32 as exported by training).")
@@ -68,7 +73,9 @@ def save_prompt(path: str, prompt: np.ndarray) -> None:
   Writes a temporary file beside it and renames it over `path`.
   """
   import tensorflow as tf
-  value = check_prompt(np.asarray(prompt, np.float32), None, f"to save at {path!r}")
+  value = np.asarray(prompt)
+  if value.dtype.names is None:  # a DePT record is made and checked by prompts/dept.py
+    value = check_prompt(value.astype(np.float32), None, f"to save at {path!r}")
   buffer = io.BytesIO()
   np.save(buffer, value, allow_pickle=False)
   tf.io.gfile.makedirs(os.path.dirname(path) or ".")
