@@ -14,7 +14,9 @@
 
 Texts are tokenized with `vocabulary` (a seqio vocabulary or a path for
 `data.vocabularies.get_vocabulary`), or passed as lists of token ids with vocabulary None.
-EOS is appended to inputs and targets, as the jobs' feature converter does.
+EOS is appended to inputs and targets, as the jobs' feature converter does. No inputs give
+an empty result; one string where a list is expected, a missing target, or a token id outside
+the model's vocabulary is a ValueError naming it.
 """
 
 import functools
@@ -44,6 +46,9 @@ def load_frozen(path: str | None = None, config: str | t5_config.T5Config | None
     (T5Model, params: nested dict of float32 numpy arrays).
   """
   from prompt_tuning.checkpoints import huggingface, loading
+  if path is not None and not str(path):
+    raise ValueError("path='' is empty; give a checkpoint directory, or None for the shipped "
+                     "mini T5.")
   if path is None:
     path = pretrained.mini_checkpoint_path()
   if config is None:
@@ -83,11 +88,15 @@ def make_batch(inputs: Texts, targets: Texts | None = None, vocabulary: Any = No
                num_prompts: int | None = None) -> dict[str, np.ndarray]:
   """Right-padded int32 features [batch, longest + 1] (EOS appended) for `T5Model` methods;
   with `prompt_ids`, also `prompt_ids` [batch] (each checked against `num_prompts`)."""
+  inputs = _text_list("inputs", inputs)
+  if not inputs:
+    raise ValueError("inputs is empty: a batch needs at least one input.")
   encode = _encoder(vocabulary)
   batch = {"encoder_input_tokens": _pad([encode(x) + [eos_id] for x in inputs])}
   if prompt_ids is not None:
     batch["prompt_ids"] = _check_prompt_ids(prompt_ids, len(inputs), num_prompts)
   if targets is not None:
+    targets = _text_list("targets", targets)
     if len(targets) != len(inputs):
       raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets; give one each.")
     target = _pad([encode(y) + [eos_id] for y in targets])
@@ -109,10 +118,46 @@ def _check_prompt_ids(prompt_ids: Sequence[int], batch: int,
   return ids
 
 
-def _batch(model, params, inputs, targets, vocabulary, prompt_ids) -> dict[str, np.ndarray]:
+def _text_list(name: str, texts: Any) -> list:
+  """`texts` as a list; one string would be taken as a list of characters, so it is refused."""
+  if isinstance(texts, (str, bytes)):
+    raise ValueError(f"{name} is one string ({texts[:40]!r}); give a list with one text per "
+                     f"example, e.g. [{texts[:40]!r}].")
+  if texts is None or not hasattr(texts, "__len__"):
+    raise ValueError(f"{name}={texts!r:.60} is not a list; give one text (or list of token "
+                     "ids) per example.")
+  return list(texts)
+
+
+def _batch(model, params, inputs, targets, vocabulary, prompt_ids,
+           with_targets: bool = True) -> dict[str, np.ndarray] | None:
+  """make_batch's features, their token ids checked against the model's vocabulary; None
+  when there are no inputs (after the same checks of targets and prompt_ids)."""
   table = params.get("prompt", {}).get("lengths")
-  return make_batch(inputs, targets, vocabulary, model.eos_id, prompt_ids,
-                    None if table is None else len(table))
+  num_prompts = None if table is None else len(table)
+  inputs = _text_list("inputs", inputs)
+  if with_targets and len(_text_list("targets", targets)) != len(inputs):
+    raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets; give one each.")
+  if not inputs:
+    if prompt_ids is not None:
+      _check_prompt_ids(prompt_ids, 0, num_prompts)
+    return None
+  batch = make_batch(inputs, targets if with_targets else None, vocabulary, model.eos_id,
+                     prompt_ids, num_prompts)
+  _check_in_vocabulary(batch, model.config.vocab_size)
+  return batch
+
+
+def _check_in_vocabulary(batch: dict[str, np.ndarray], vocab_size: int) -> None:
+  """The model's embedding lookup would clamp an id it does not have: refuse it instead."""
+  for key, name in (("encoder_input_tokens", "inputs"), ("decoder_target_tokens", "targets")):
+    ids = batch.get(key)
+    outside = np.argwhere((ids < 0) | (ids >= vocab_size)) if ids is not None else []
+    if len(outside):
+      row, column = outside[0]
+      raise ValueError(f"{name}[{row}] holds token id {ids[row, column]}, outside the model's "
+                       f"vocabulary [0, {vocab_size}); tokenize with the model's own "
+                       "vocabulary.")
 
 
 def log_likelihood(model: model_lib.T5Model, params: Any, inputs: Texts, targets: Texts,
@@ -123,6 +168,8 @@ def log_likelihood(model: model_lib.T5Model, params: Any, inputs: Texts, targets
   prompt_ids: with params from `add_prompts`, each input's prompt (an index).
   """
   batch = _batch(model, params, inputs, targets, vocabulary, prompt_ids)
+  if batch is None:
+    return np.zeros((0,), np.float32)
   return np.asarray(_jit(model.score)(params, batch))
 
 
@@ -131,6 +178,8 @@ def logits(model: model_lib.T5Model, params: Any, inputs: Texts, targets: Texts,
   """[batch, target_length, vocab] float32 teacher-forced logits (position t predicts
   target token t; the last real position predicts EOS)."""
   batch = _batch(model, params, inputs, targets, vocabulary, prompt_ids)
+  if batch is None:
+    return np.zeros((0, 0, model.config.vocab_size), np.float32)
   return np.asarray(_jit(model.logits)(params, batch))
 
 
@@ -138,7 +187,12 @@ def generate(model: model_lib.T5Model, params: Any, inputs: Texts, vocabulary: A
              max_length: int = 32, method: str = "greedy",
              prompt_ids: Sequence[int] | None = None) -> list:
   """Decoded outputs: strings with a vocabulary, else token-id lists (EOS dropped)."""
-  batch = _batch(model, params, inputs, None, vocabulary, prompt_ids)
+  if not isinstance(max_length, int) or max_length < 1:
+    raise ValueError(f"max_length={max_length!r} must be a positive integer (the most tokens "
+                     "to generate).")
+  batch = _batch(model, params, inputs, None, vocabulary, prompt_ids, with_targets=False)
+  if batch is None:
+    return []
   predict = functools.partial(model.predict, method=method, max_decode_length=max_length)
   tokens = np.asarray(jax.jit(predict)(params, batch))
   rows = [[int(t) for t in row if t not in (0, model.eos_id)] for row in tokens]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from prompt_tuning import api, model, prompts
+from prompt_tuning.t5 import config as t5_config
+from prompt_tuning.t5 import network
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SPM = FIXTURES / "t5_sentencepiece.model"
@@ -100,3 +102,44 @@ def test_load_t5x_by_size_name():
   prompted, params = api.add_prompt(m, frozen, prompt_length=2,
                                     initializer=prompts.random_uniform())
   assert np.isfinite(api.log_likelihood(prompted, params, [[5, 6]], [[7]])).all()
+
+
+# ---- empty and malformed inputs ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_prompted():
+  """A random tiny T5 (vocabulary 32128) with a 2-row prompt; no checkpoint, no torch."""
+  config = t5_config.get_config("t5_1_1_tiny")
+  frozen = network.init_params(config, jax.random.PRNGKey(0))
+  return api.add_prompt(model.T5Model(config), frozen, prompt_length=2,
+                        initializer=prompts.random_uniform())
+
+
+def test_no_inputs_give_empty_results(tiny_prompted):
+  m, params = tiny_prompted
+  scores = api.log_likelihood(m, params, [], [], api.MINI_VOCABULARY)
+  assert scores.shape == (0,) and scores.dtype == np.float32
+  assert api.logits(m, params, [], []).shape == (0, 0, 32128)
+  assert api.generate(m, params, [], prompt_ids=None) == []
+  with pytest.raises(ValueError, match="^0 inputs but 1 targets; give one each.$"):
+    api.log_likelihood(m, params, [], [[5]])
+  with pytest.raises(ValueError, match="^inputs is empty: a batch needs at least one input.$"):
+    api.make_batch([])
+
+
+def test_malformed_inputs_get_one_clear_error(tiny_prompted):
+  m, params = tiny_prompted
+  with pytest.raises(ValueError, match=r"^inputs is one string \('great fun'\); give a list "
+                     r"with one text per example, e.g. \['great fun'\].$"):
+    api.log_likelihood(m, params, "great fun", "positive", api.MINI_VOCABULARY)
+  with pytest.raises(ValueError, match="^targets=None is not a list"):
+    api.logits(m, params, [[5]], None)
+  with pytest.raises(ValueError, match=r"^targets\[1\] holds token id 32128, outside the "
+                     r"model's vocabulary \[0, 32128\)"):
+    api.log_likelihood(m, params, [[5], [6]], [[7], [8, 32128]])
+  with pytest.raises(ValueError, match=r"^inputs\[0\] holds token id -3"):
+    api.generate(m, params, [[-3, 5]])
+  with pytest.raises(ValueError, match="^max_length=0 must be a positive integer"):
+    api.generate(m, params, [[5]], max_length=0)
+  with pytest.raises(ValueError, match="^path='' is empty"):
+    api.load_frozen("")
