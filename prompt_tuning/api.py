@@ -12,6 +12,10 @@
     model, table = api.add_prompts(model, frozen, [topic_prompt, pos_prompt])
     api.generate(model, table, inputs, vocab, prompt_ids=[0, 1, 1])
 
+    # Other prompt kinds (docs/methods.md), e.g. deep prompts [encoder layers, p, d_model]:
+    model, params = api.add_prompt(model, frozen, 20, method=prompts.deep.method())
+    model, table = api.add_prompts(model, frozen, deep_prompts, method=prompts.deep.method())
+
 Texts are tokenized with `vocabulary` (a seqio vocabulary or a path for
 `data.vocabularies.get_vocabulary`), or passed as lists of token ids with vocabulary None.
 EOS is appended to inputs and targets, as the jobs' feature converter does. No inputs give
@@ -61,25 +65,30 @@ def load_frozen(path: str | None = None, config: str | t5_config.T5Config | None
 
 def add_prompt(model: model_lib.T5Model, frozen_params: Any, prompt_length: int = 100,
                initializer: prompts.Initializer | None = None, combine: Any = "prefix",
-               seed: int = 0) -> tuple[model_lib.PromptedT5Model, Any]:
+               seed: int = 0, method: Any = None) -> tuple[model_lib.PromptedT5Model, Any]:
   """Wraps a frozen model with a prompt; initializer default `prompts.sampled_vocab()`.
 
-  Returns (PromptedT5Model, params = frozen_params + {'prompt': {'prompt': [p, d_model]}}).
+  method: the prompt kind (None: plain; e.g. `prompts.deep.method()`, `prompts.residual.
+  method()`; see docs/methods.md).
+  Returns (PromptedT5Model, params = frozen_params + {'prompt': {'prompt': [p, d_model]}}
+  (deep prompts: [encoder layers, p, d_model]; other kinds add their parameters)).
   """
   prompted = model_lib.PromptedT5Model(model.config, prompt_length, initializer, combine,
-                                       eos_id=model.eos_id)
+                                       eos_id=model.eos_id, method=method)
   return prompted, prompted.init_params(jax.random.PRNGKey(seed), frozen_params)
 
 
-def add_prompts(model: model_lib.T5Model, frozen_params: Any,
-                prompts_: Sequence[Any]) -> tuple[model_lib.PromptedT5Model, Any]:
-  """Serves several prompts [p_i, d_model] (any lengths) on one frozen model.
+def add_prompts(model: model_lib.T5Model, frozen_params: Any, prompts_: Sequence[Any],
+                method: Any = None) -> tuple[model_lib.PromptedT5Model, Any]:
+  """Serves several prompts [p_i, d_model] (any lengths) on one frozen model; deep prompts
+  [encoder layers, p_i, d_model] with `method=prompts.deep.method()`.
 
   Returns (PromptedT5Model, params with the prompt table); pass `prompt_ids` (one index into
   `prompts_` per example) to `log_likelihood`, `logits` and `generate`.
   """
-  prompted = model_lib.PromptedT5Model(model.config, max(len(p) for p in prompts_) if prompts_
-                                       else 1, eos_id=model.eos_id)
+  longest = max((np.shape(p)[-2] for p in prompts_ if np.ndim(p) >= 2), default=1)
+  prompted = model_lib.PromptedT5Model(model.config, max(longest, 1), eos_id=model.eos_id,
+                                       method=method)
   return prompted, prompted.with_prompt_table(frozen_params, prompts_)
 
 

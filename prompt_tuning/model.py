@@ -40,6 +40,7 @@ from flax import linen as nn
 
 from prompt_tuning import combine as combine_lib
 from prompt_tuning import decoding, host_memory, prompts
+from prompt_tuning.prompts import deep as deep_lib
 from prompt_tuning.prompts import method as method_lib
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
@@ -67,19 +68,24 @@ class PromptedTransformer(network.Transformer):
              prompts: Array | None = None, prompt_lengths: Array | None = None):
     """[batch, length] -> (encoded [batch, out_length, embed], mask [batch, out_length] bool).
 
-    Every row gets the `prompt/prompt` parameter, unless `prompts` [batch, p, embed] gives each
-    row its own, of prompt_lengths [batch] rows (mixed-prompt batches; see `with_prompt_table`).
+    Every row gets the `prompt/` module's prompt, unless `prompts` [batch, p, embed] (deep
+    prompts: [batch, layers, p, embed]) gives each row its own, of prompt_lengths [batch] rows
+    (mixed-prompt batches; see `with_prompt_table`).
     out_length = length + prompt_length (the longest) unless the combination caps it.
     """
+    method = self.prompt_method
     embedded = self.token_embedder(encoder_input_tokens)
     if prompts is None:
-      embedded = self.prompt_method.embed_inputs(self.prompt, embedded, encoder_input_tokens)
+      embedded = method.embed_inputs(self.prompt, embedded, encoder_input_tokens)
       prompt = self.prompt().astype(embedded.dtype)  # float32 parameter, activation-dtype use
-      combined, mask = self.combine(prompt, embedded, encoder_input_tokens)
+      combined, mask = self.combine(method.input_prompt(prompt), embedded,
+                                    encoder_input_tokens)
     else:
-      combined, mask = self.combine(prompts.astype(embedded.dtype), embedded,
+      prompt = prompts.astype(embedded.dtype)
+      combined, mask = self.combine(method.input_prompt(prompt), embedded,
                                     encoder_input_tokens, prompt_lengths=prompt_lengths)
-    return self.encoder(combined, mask, not enable_dropout), mask
+    hook = method.layer_hook(prompt, self.combine, encoder_input_tokens, prompt_lengths)
+    return self.encoder(combined, mask, not enable_dropout, hook), mask
 
 
 class T5Model:
@@ -275,10 +281,11 @@ class PromptedT5Model(T5Model):
                method: method_lib.Method | None = None):
     super().__init__(config, activation_dtype, dropout_rate, eos_id, remat, frozen_dtype)
     self.prompt_length = prompts.check_prompt_length(prompt_length)
-    self.method = method_lib.Method() if method is None else method
-    if not isinstance(self.method, method_lib.Method):
+    method = method_lib.Method() if method is None else method
+    if not isinstance(method, method_lib.Method):
       raise ValueError(f"method={method!r} is not a prompt method; use e.g. "
                        "prompts.residual.method() or a gin_configs/methods/*.gin file.")
+    self.method = method.for_config(self.config)
     self.prompt_module()  # a kind's sizes (e.g. DePT's split) are checked now, before compute
     self.prompt_initializer = prompt_initializer or prompts.sampled_vocab()
     prompts.check_fits(self.prompt_initializer, self.method.prompt_rows(self.prompt_length))
@@ -331,31 +338,34 @@ class PromptedT5Model(T5Model):
 
     Args:
       params: the frozen tree (any `prompt` in it is replaced).
-      prompts: n prompts [p_i, d_model], any lengths p_i >= 1.
-      names: what to call each prompt in errors (e.g. its file); default its index.
+      prompts: n prompts [p_i, d_model], any lengths p_i >= 1 (deep prompts: [layers, p_i,
+        d_model]).
+      names: what to call each prompt in errors ("Prompt {name} has ...", e.g. "file 'a.npy'");
+        default its index.
     Returns:
-      params with `prompt` = {'table': [n, max p_i, d_model] float32 (zero-padded),
-      'lengths': [n] int32}. Batches for it carry `prompt_ids` [batch] int32 in [0, n); every
-      row computes what it would with its prompt alone (the padding rows are masked out).
+      params with `prompt` = {'table': [n, max p_i, d_model] float32 (zero-padded; deep
+      prompts: [n, layers, max p_i, d_model]), 'lengths': [n] int32}. Batches for it carry
+      `prompt_ids` [batch] int32 in [0, n); every row computes what it would with its prompt
+      alone (the padding rows are masked out).
     """
     if not prompts:
       raise ValueError("A prompt table needs at least one prompt.")
-    if type(self.method) is not method_lib.Method:
-      raise ValueError(f"PROMPTS and PROMPT_ENSEMBLE serve plain prompt files, and this model's "
-                       f"prompts are {self.method.name!r} prompts; evaluate each file alone "
-                       "with PROMPT_FILE.")
-    names = list(names) if names is not None else [f"prompt {i}" for i in range(len(prompts))]
+    if type(self.method) is not method_lib.Method and not isinstance(self.method, deep_lib.Deep):
+      raise ValueError(f"PROMPTS and PROMPT_ENSEMBLE serve plain prompt files (and deep ones, "
+                       f"with methods/deep.gin), and this model's prompts are "
+                       f"{self.method.name!r} prompts; evaluate each file alone with "
+                       "PROMPT_FILE.")
+    names = list(names) if names is not None else [str(i) for i in range(len(prompts))]
     arrays = []
-    for name, prompt in zip(names, prompts):
-      prompt = np.asarray(prompt, np.float32)
-      if prompt.ndim != 2 or prompt.shape[0] < 1 or prompt.shape[1] != self.config.emb_dim:
-        raise ValueError(f"{name} has shape {prompt.shape} but the model needs [length, "
-                         f"{self.config.emb_dim}] (its d_model); use a prompt trained on a "
-                         "model of this width.")
-      arrays.append(prompt)
-    longest = max(len(a) for a in arrays)
-    table = np.stack([np.pad(a, ((0, longest - len(a)), (0, 0))) for a in arrays])
-    lengths = np.asarray([len(a) for a in arrays], np.int32)
+    for name, prompt in zip(names, prompts):  # each checked as a prompt file of this kind
+      array = self.method.params_from_file(prompt, None, self.config.emb_dim, name)["prompt"]
+      if array.shape[-2] < 1:
+        raise ValueError(f"Prompt {name} has shape {array.shape}: no rows.")
+      arrays.append(array)
+    longest = max(a.shape[-2] for a in arrays)
+    pad = lambda a: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, longest - a.shape[-2]), (0, 0)])
+    table = np.stack([pad(a) for a in arrays])
+    lengths = np.asarray([a.shape[-2] for a in arrays], np.int32)
     frozen = {k: v for k, v in params.items() if k != "prompt"}
     return {**frozen, "prompt": {"table": table, "lengths": lengths}}
 
@@ -382,9 +392,7 @@ class PromptedT5Model(T5Model):
     `frozen_params` may be abstract for e.g. `prompts.from_file`. Any 'prompt' in it is
     replaced.
     """
-    embedding = frozen_params["token_embedder"]["embedding"]
-    prompt = self.method.init_params(self.prompt_module(), rng, embedding,
-                                     self.prompt_initializer)
+    prompt = self.method.init_prompt(self, rng, frozen_params)
     frozen = {k: v for k, v in frozen_params.items() if k != "prompt"}
     return {**frozen, "prompt": prompt}
 

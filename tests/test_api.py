@@ -9,6 +9,7 @@ import pytest
 from prompt_tuning import api, model, prompts
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
+from prompt_tuning.prompts import deep
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SPM = FIXTURES / "t5_sentencepiece.model"
@@ -93,6 +94,27 @@ def test_several_prompts_one_per_example(hf_dir):
     api.log_likelihood(m, table, inputs, targets, prompt_ids=[0, 2, 1])
   with pytest.raises(ValueError, match="2 prompt_ids for 3 inputs"):
     api.generate(m, table, inputs, prompt_ids=[0, 1])
+
+
+def test_deep_prompts_one_per_example(hf_dir):
+  frozen_model, frozen = api.load_frozen(hf_dir)
+  single, params = api.add_prompt(frozen_model, frozen, prompt_length=2,
+                                  method=deep.method())
+  assert params["prompt"]["prompt"].shape == (2, 2, 32)  # [encoder layers, p, d_model]
+  rng = np.random.default_rng(1)
+  deep_prompts = [rng.normal(size=(2, n, 32)).astype(np.float32) for n in (3, 2)]
+  m, table = api.add_prompts(frozen_model, frozen, deep_prompts, method=deep.method())
+  inputs, targets = [[5, 6, 7], [8]], [[9], [10, 11]]
+  scores = api.log_likelihood(m, table, inputs, targets, prompt_ids=[1, 0])
+  for row, i in enumerate([1, 0]):
+    single, params = api.add_prompt(frozen_model, frozen, prompt_length=deep_prompts[i].shape[1],
+                                    method=deep.method())
+    params["prompt"]["prompt"] = deep_prompts[i]
+    np.testing.assert_allclose(
+        scores[row], api.log_likelihood(single, params, inputs[row:row + 1],
+                                        targets[row:row + 1])[0], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"has shape \(2, 3, 32\): a deep prompt"):
+    api.add_prompts(frozen_model, frozen, deep_prompts)  # without method=deep.method()
 
 
 @needs_fixtures

@@ -17,6 +17,9 @@ gin_configs/prompts/*.gin):
   from_text(text, vocabulary)             the embeddings of the text's pieces, tiled or cut
   from_file(path)                         a .npy file (local or gs://)
   from_t5x_checkpoint(path, variable)     a variable of a T5X checkpoint
+
+The last two read a trained prompt whole: a prompt kind with more than [p, d] (deep prompts,
+[layers, p, d]) asks them for its full shape (`reads_trained_prompt`).
 """
 
 import os
@@ -157,10 +160,11 @@ def from_file(path: str) -> Initializer:
   if not isinstance(path, str) or not path:
     raise ValueError(f"PROMPT_FILE={path!r} must be the path of a .npy prompt file.")
 
-  def init(rng: Array, embedding: Any, shape: tuple[int, int]) -> Array:
+  def init(rng: Array, embedding: Any, shape: tuple[int, ...]) -> Array:
     del rng, embedding  # only the shape matters: it also runs on an abstract frozen model
     from prompt_tuning.checkpoints import prompts_io
     return jnp.asarray(prompts_io.load_prompt(path, shape))
+  init.reads_trained_prompt = True  # a deep prompt's init asks it for every layer at once
   return init
 
 
@@ -169,10 +173,11 @@ def from_t5x_checkpoint(path: str, variable: str = "encoder/prompt/prompt") -> I
   if not isinstance(path, str) or not path:
     raise ValueError(f"PROMPT_FILE={path!r} must be the path of a T5X checkpoint directory.")
 
-  def init(rng: Array, embedding: Any, shape: tuple[int, int]) -> Array:
+  def init(rng: Array, embedding: Any, shape: tuple[int, ...]) -> Array:
     del rng, embedding
     from prompt_tuning.checkpoints import prompts_io
     return jnp.asarray(prompts_io.read_t5x_prompt(path, variable, shape))
+  init.reads_trained_prompt = True
   return init
 
 

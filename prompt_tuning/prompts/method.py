@@ -1,14 +1,20 @@
 """What a prompt kind changes in a prompted model: the `Method` object.
 
-A `model.PromptedT5Model(..., method=...)` asks its method five things, and this base class
+A `model.PromptedT5Model(..., method=...)` asks its method these things, and this base class
 answers them for the plain prompt (Lester et al. 2021); each other kind (prompts/residual.py,
 prompts/dept.py, prompts/deep.py) overrides only what differs:
 
+    for_config(config)                 the method for this network (deep prompts take its
+                                       encoder's layer count); itself here
     module(prompt_length, embed_dim)   the Flax module at `prompt/`; calling it gives the
-                                       prompt the combination inserts ([p, d])
+                                       prompt ([p, d]; deep prompts: [layers, p, d])
+    input_prompt(prompt)               the part of it the combination inserts (all here)
+    layer_hook(prompt, combine, tokens, prompt_lengths)   the encoder's per-layer hook (deep
+                                       prompts replace the prompt positions); None here
     embed_inputs(module, embedded, tokens)   a change to the embedded inputs before the
                                        combination (DePT's low-rank update); none here
-    init_params(module, rng, embedding, initializer)   the first `prompt/` subtree
+    init_params(module, rng, embedding, initializer)   the first `prompt/` subtree, through
+      init_prompt(model, rng, frozen_params)   which a kind may also read the frozen network
     export(module, params)             the prompt file's content for a trained `prompt/` subtree
     serving()                          the method whose model reads such a file, and
       params_from_file(value, ...)     how it turns a file's value into its `prompt/` subtree
@@ -43,9 +49,28 @@ class Method:
     """Rows of the raw prompt `prompt/prompt` (what an initializer fills) for PROMPT_LENGTH."""
     return prompt_length
 
+  def for_config(self, config: Any) -> "Method":
+    """This method for a network of `config` (a T5Config); a kind whose parameters follow
+    the network's shape (deep prompts: one prompt per encoder layer) fills it in here."""
+    del config
+    return self
+
   def module(self, prompt_length: int, embed_dim: int) -> nn.Module:
     """The module at `prompt/`: `module()` -> the prompt [p, embed_dim] float32."""
     return prompts.Prompt(self.prompt_rows(prompt_length), embed_dim)
+
+  def input_prompt(self, prompt: Array) -> Array:
+    """The prompt the combination inserts, from the module's output (or a mixed-prompt
+    batch's [batch, ...] rows): all of it here, [..., p, d]."""
+    return prompt
+
+  def layer_hook(self, prompt: Array, combine: Any, tokens: Array,
+                 prompt_lengths: Array | None = None) -> network.LayerHook | None:
+    """The encoder's per-layer hook for this prompt (the module's output, or a mixed-prompt
+    batch's [batch, ...] rows of prompt_lengths [batch]) on inputs `tokens` placed by
+    `combine`; None: the layers above the input are left alone, as here."""
+    del prompt, combine, tokens, prompt_lengths
+    return None
 
   def embed_inputs(self, module: nn.Module, embedded: Array, tokens: Array) -> Array:
     """embedded [batch, length, embed] as the combination should see it (unchanged here)."""
@@ -67,6 +92,14 @@ class Method:
       raise ValueError(f"The prompt initializer returned shape {prompt.shape}, expected "
                        f"{shape} [PROMPT_LENGTH, d_model].")
     return {**params, "prompt": prompt}
+
+  def init_prompt(self, model: Any, rng: Array, frozen_params: Params) -> Params:
+    """The `prompt/` subtree of `model` (a PromptedT5Model) on its loaded frozen tree:
+    `init_params` with the embedding table, the only frozen weights most kinds read (so
+    `frozen_params` may be abstract for `prompts.from_file`)."""
+    return self.init_params(model.prompt_module(), rng,
+                            frozen_params["token_embedder"]["embedding"],
+                            model.prompt_initializer)
 
   def export(self, module: nn.Module, params: Params) -> np.ndarray:
     """What `{MODEL_DIR}/prompts/step_{STEP}.npy` holds for the trained `prompt/` subtree
