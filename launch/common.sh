@@ -82,13 +82,24 @@ die() {
   exit 2
 }
 
-usage_error() {  # the usage, then what was wrong: before anything has run
-  usage >&2
-  echo >&2
-  die "$@"
+usage_error() {  # what was wrong, in one line, before anything has run
+  die "$*; see --help"
 }
 
-need_value() {  # need_value "$@": the option in $1 has a value in $2
+usage_without_options() {  # usage_without_options "$@": no options at all is a request for help
+  if (($# == 0)); then
+    usage >&2
+    exit 2
+  fi
+}
+
+need_value() {  # need_value "$@": the option in $1 has a value in $2, not the next option
+  # (`--model-dir --dry-run` would otherwise train in a folder named --dry-run)
+  (($# >= 2)) || usage_error "$1 needs a value"
+  [[ $2 != --* ]] || usage_error "$1 needs a value, not the option '$2'"
+}
+
+need_any_value() {  # need_value for options whose values are options, e.g. --srun-arg
   (($# >= 2)) || usage_error "$1 needs a value"
 }
 

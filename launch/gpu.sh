@@ -42,6 +42,7 @@ EOF
 
 INSTALL=0 SLURM=0 GPUS_PER_NODE="" NODES="" SRUN_ARGS=()
 COORDINATOR="" NUM_PROCESSES="" PROCESS_ID=""
+usage_without_options "$@"
 while (($# > 0)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi  # --opt=v -> --opt v
   case $1 in
@@ -50,7 +51,7 @@ while (($# > 0)); do
     --slurm) SLURM=1; shift ;;
     --gpus-per-node) need_value "$@"; check_int "$@"; GPUS_PER_NODE=$2; shift 2 ;;
     --nodes) need_value "$@"; check_int "$@"; NODES=$2; shift 2 ;;
-    --srun-arg) need_value "$@"; SRUN_ARGS+=("$2"); shift 2 ;;
+    --srun-arg) need_any_value "$@"; SRUN_ARGS+=("$2"); shift 2 ;;
     --coordinator) need_value "$@"; COORDINATOR=$2; shift 2 ;;
     --num-processes) need_value "$@"; check_int "$@"; NUM_PROCESSES=$2; shift 2 ;;
     --process-id) need_value "$@"; PROCESS_ID=$2; shift 2 ;;

@@ -27,6 +27,7 @@ EOF
 }
 
 INSTALL=0 DEVICES=1
+usage_without_options "$@"
 while (($# > 0)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi  # --opt=v -> --opt v
   case $1 in

@@ -33,6 +33,7 @@ EOF
 }
 
 INSTALL=0 NUM_PROCESSES=2 DEVICES_PER_PROCESS=4 PORT=12355
+usage_without_options "$@"
 while (($# > 0)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi  # --opt=v -> --opt v
   case $1 in

@@ -41,6 +41,7 @@ EOF
 
 TPU="" ZONE="" PROJECT="" ACCELERATOR_TYPE="" VERSION=""
 USE_EXISTING=0 INSTALL=1 DELETE_AFTER=0 CREATE_FLAGS=()
+usage_without_options "$@"
 while (($# > 0)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi  # --opt=v -> --opt v
   case $1 in

@@ -350,7 +350,9 @@ def serving_params(model: Any, *, initial_checkpoint_path: str | None,
   else:
     files = ensembles.check_members(prompt_ensemble)
     names, members = None, len(files)
-  loaded = [prompts_io.load_prompt(f) for f in files]
+  sources = ([f"PROMPTS[{name!r}]" for name in names] if prompts is not None
+             else [f"PROMPT_ENSEMBLE[{i}]" for i in range(members)])
+  loaded = [prompts_io.load_prompt(f, name=source) for f, source in zip(files, sources)]
   params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules,
                                   jax.random.PRNGKey(0))
   params = model.with_prompt_table(params, loaded, [f"Prompt file {f!r}" for f in files])

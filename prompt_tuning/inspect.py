@@ -294,10 +294,11 @@ def read_prompt_file(path: str, width: int) -> np.ndarray:
   """A .npy prompt (local or gs://) -> float32 [p, width]; one clear error if it is missing,
   unreadable, not a finite float matrix, or of another width than the model's."""
   if "://" in path:
-    prompt = prompts_io.load_prompt(path)
+    prompt = prompts_io.load_prompt(path, name="--prompt_file")
   else:
     if not os.path.isfile(path):
-      raise ValueError(f"--prompt_file={path} does not exist; give a .npy prompt, e.g. "
+      what = "is a directory" if os.path.isdir(path) else "does not exist"
+      raise ValueError(f"--prompt_file={path} {what}; give a .npy prompt, e.g. "
                        "{MODEL_DIR}/prompts/step_{STEP}.npy.")
     try:
       value = np.load(path, allow_pickle=False)
@@ -349,6 +350,9 @@ inspect.frozen_model:
   model_config = %MODEL_CONFIG
 """
 _MODEL_MACROS = ("INITIAL_CHECKPOINT_PATH", "VOCABULARY_PATH", "MODEL_CONFIG")
+# What the command suggests when no --gin_file is given: it needs the model's alone.
+EXAMPLE_GIN_FILES = ("--gin_file=models/t5_1_1_mini_prompt.gin (the model the prompt was "
+                     "trained on)")
 _UNBOUND = object()
 
 
@@ -437,4 +441,4 @@ if __name__ == "__main__":
   from prompt_tuning import gin_utils
   from prompt_tuning import inspect as inspect_module  # the copy gin configures, not __main__
   inspect_module.define_flags()
-  gin_utils.run(inspect_module.main)
+  gin_utils.run(inspect_module.main, example=inspect_module.EXAMPLE_GIN_FILES)

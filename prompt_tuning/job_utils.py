@@ -41,11 +41,9 @@ def frozen_params(config: t5_config.T5Config, path: str | None, shardings: Any,
   """The T5, read from `path` into `shardings`, or random when path is None: for the tiny
   config (tests, demos) or, with `from_scratch`, any config (pretraining)."""
   if path is None:
+    check_initial_checkpoint(config, path, from_scratch)
     if from_scratch:
       logging.info("INITIAL_CHECKPOINT_PATH=None: training from random weights.")
-    elif not is_tiny(config):
-      raise ValueError("INITIAL_CHECKPOINT_PATH=None (a random frozen model) is only for the "
-                       "tiny config; give the path of a T5X or Hugging Face checkpoint.")
     else:
       logging.warning("*** INITIAL_CHECKPOINT_PATH=None: the frozen model is RANDOM (tiny "
                       "config, for tests and demos). Its outputs mean nothing. ***")
@@ -53,6 +51,24 @@ def frozen_params(config: t5_config.T5Config, path: str | None, shardings: Any,
     return _random_init(config, tuple(leaves), treedef)(rng)
   logging.info("Loading the frozen model from %s.", path)
   return loading.load_params(path, config, shardings=shardings)
+
+
+def check_initial_checkpoint(config: t5_config.T5Config, path: str | None,
+                             from_scratch: bool = False) -> None:
+  """Fails unless `path` holds weights of `config`'s shapes; reads no weights.
+
+  None (random weights) is for the tiny config, or any with `from_scratch`. A job checks
+  this before it creates anything; `frozen_params` reads the weights later.
+  """
+  if path is None:
+    if not (from_scratch or is_tiny(config)):
+      raise ValueError("INITIAL_CHECKPOINT_PATH=None (a random frozen model) is only for the "
+                       "tiny config; give the path of a T5X or Hugging Face checkpoint.")
+    return
+  if loading.detect_format(path) == "orbax":
+    return  # its reader reads every weight: the shapes are checked when they are loaded
+  fmt, lazy = loading.read_checkpoint(path, config)
+  loading.check_tree(path, fmt, lazy, optim.flat(network.param_shapes(config)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,24 +164,28 @@ class OutputPathError(ValueError):
 
 
 def check_output_dir(name: str, path: str, create: bool = True) -> None:
-  """Fails before any compute if this process cannot write files into the directory `path`.
+  """Fails before any compute if this process could not write files into the directory `path`.
 
-  `name` is the macro that set it (MODEL_DIR, INFER_OUTPUT_DIR), for the message. With
-  `create` an absent directory is created; without it (eval: MODEL_DIR is read, and only its
-  metrics are written there) an absent one is an error and nothing is created.
+  `name` is the macro that set it (MODEL_DIR, INFER_OUTPUT_DIR), for the message. Nothing is
+  created: an absent directory is checked to be creatable (what is in the way, a missing
+  bucket, a parent that refuses a file), and `make_output_dir` creates it once every input
+  has been checked. Without `create` (eval: MODEL_DIR is read, and only its metrics are
+  written there) an absent directory is an error.
   """
   try:
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
       raise OutputPathError(f"{name}={path} is a file, not a directory; give a directory "
                             "(it is created if absent).")
+    probe_dir = path
     if not tf.io.gfile.exists(path):
       if not create:
         raise OutputPathError(f"{name}={path} does not exist; check the path (it is the "
                               "MODEL_DIR of a finished train job).")
       _refuse_file_above(name, path)
       _refuse_missing_bucket(name, path)
-      tf.io.gfile.makedirs(path)
-    probe = os.path.join(path, f".write_test.{socket.gethostname()}.{os.getpid()}")
+      if "://" not in path:  # object stores have no directories to create: probe at `path`
+        probe_dir = _nearest_existing(path)
+    probe = os.path.join(probe_dir, f".write_test.{socket.gethostname()}.{os.getpid()}")
     with tf.io.gfile.GFile(probe, "w") as f:
       f.write("")
     tf.io.gfile.remove(probe)
@@ -173,6 +193,19 @@ def check_output_dir(name: str, path: str, create: bool = True) -> None:
     reason = " ".join(e.message.split())  # TensorFlow's messages span lines
     raise OutputPathError(f"{name}={path} is not writable or cannot be reached ({reason}); "
                           "give a directory this job can create and write into.") from None
+
+
+def make_output_dir(path: str) -> None:
+  """Creates the directory `path` (and its parents) if absent; see check_output_dir."""
+  tf.io.gfile.makedirs(path)
+
+
+def _nearest_existing(path: str) -> str:
+  """The closest directory above the local `path` that exists."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  return parent
 
 
 def _refuse_missing_bucket(name: str, path: str) -> None:
@@ -189,9 +222,7 @@ def _refuse_file_above(name: str, path: str) -> None:
   """A local `path` under a regular file can never be created: say which file is in the way."""
   if "://" in path:
     return
-  parent = os.path.dirname(os.path.abspath(path))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
+  parent = _nearest_existing(path)
   if not os.path.isdir(parent):
     raise OutputPathError(f"{name}={path} cannot be created: {parent} is a file; give a "
                           "directory path.")

@@ -1,15 +1,20 @@
 r"""Prompts to and from Hugging Face PEFT prompt-tuning adapters.
 
     python -m prompt_tuning.peft_adapter export --prompt_file=F.npy --base_model=HF_DIR \
-      --output_dir=DIR
+      --output_dir=DIR [--overwrite]
     python -m prompt_tuning.peft_adapter import --adapter_dir=DIR --output=F.npy \
-      [--base_model=HF_DIR]
+      [--base_model=HF_DIR] [--overwrite]
 
 `export` writes DIR (adapter_config.json + adapter_model.safetensors) so that
 `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(HF_DIR), DIR)`
 scores as this library does with the prompt. `import` writes the adapter's encoder prompt as a
 float32 .npy [num_virtual_tokens, d_model], checked against HF_DIR's d_model when given.
 The format is described in prompt_tuning/checkpoints/peft.py.
+
+Nothing is replaced unless --overwrite is given: export refuses a DIR that holds files, and
+import an existing F.npy. With --overwrite, export replaces only the adapter's two files in
+DIR (anything else there is left alone) and import replaces F.npy. Files appear whole or not
+at all.
 """
 
 import sys
@@ -34,6 +39,8 @@ def _flag_values() -> flags.FlagValues:
       ("adapter_dir", "import: a PEFT prompt-tuning adapter directory."),
       ("output", "import: the .npy prompt file to write (local or gs://).")]:
     flags.DEFINE_string(name, None, help_text, flag_values=values)
+  flags.DEFINE_bool("overwrite", False, "Replace an earlier adapter's files in --output_dir "
+                    "(export) or the file --output (import).", flag_values=values)
   return values
 
 
@@ -54,10 +61,12 @@ def run(argv: Sequence[str]) -> str:
   if missing:
     raise ValueError(f"{command[0]} needs {', '.join(missing)}; see --help.")
   if command[0] == "export":
-    prompt = peft.export_adapter(values.prompt_file, values.base_model, values.output_dir)
+    prompt = peft.export_adapter(values.prompt_file, values.base_model, values.output_dir,
+                                 overwrite=values.overwrite)
     return (f"Wrote the PEFT adapter {values.output_dir} (prompt {prompt.shape[0]} x "
             f"{prompt.shape[1]}) for {values.base_model}.")
-  prompt = peft.import_adapter(values.adapter_dir, values.output, values.base_model)
+  prompt = peft.import_adapter(values.adapter_dir, values.output, values.base_model,
+                               overwrite=values.overwrite)
   return (f"Wrote the prompt {values.output} ({prompt.shape[0]} x {prompt.shape[1]}) from "
           f"the PEFT adapter {values.adapter_dir}.")
 
@@ -67,6 +76,9 @@ def main(argv: Sequence[str]) -> None:
   if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
     print(__doc__.strip() + "\n\nFlags:\n" + _flag_values().get_help(include_special_flags=False))
     return
+  if any("://" in arg for arg in argv[1:]):
+    # gs:// files go through TensorFlow; gin_utils imports it without its start-up lines.
+    from prompt_tuning import gin_utils  # pylint: disable=import-outside-toplevel,unused-import
   try:
     print(run(argv))
   except (ValueError, OSError) as e:

@@ -126,9 +126,10 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   bound_to = run_config(model, trainable_regex)
   job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
+  job_utils.check_initial_checkpoint(model.config, initial_checkpoint_path, from_scratch)
+  job_utils.make_output_dir(model_dir)  # every input checked: the run may write now
   with job_utils.model_dir_lock(model_dir), _StopRequest() as stop, jax.set_mesh(mesh), \
        nn.logical_axis_rules(rules):
-    gin_utils.write_operative_config(model_dir)
     rng = jax.random.PRNGKey(random_seed)
     params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng,
                                     from_scratch)
@@ -138,6 +139,12 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     mgr = job_ckpt.manager(model_dir, keep_checkpoints)
     state = _restore(mgr, state, batch_size)
     first = int(job_utils.to_host(state["step"]))
+    if _finished(model_dir, first, train_steps, "prompt" in trainable):
+      logging.info("Nothing to do: MODEL_DIR=%s holds the checkpoint of step %d and "
+                   "TRAIN_STEPS=%d; raise TRAIN_STEPS to train further. Nothing was changed.",
+                   model_dir, first, train_steps)
+      return {"step": first}
+    gin_utils.write_operative_config(model_dir)
     logging.info("Training %s on %s from step %d to %d; trainable: %s.", type(model).__name__,
                  mixture_or_task_name, first, train_steps, _describe(trainable))
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
@@ -171,6 +178,13 @@ def _check_positive(**values) -> None:
   for name, value in values.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def _finished(model_dir: str, step: int, train_steps: int, has_prompt: bool) -> bool:
+  """Whether a run resumed at `step` has nothing left to do: TRAIN_STEPS is reached and the
+  step's prompt exported (a crash between the two is repaired by training on)."""
+  return step >= train_steps and not (has_prompt and not job_utils.exists(
+      prompt_path(model_dir, step)))
 
 
 def _describe(trainable: Any) -> str:
@@ -320,10 +334,11 @@ class _Loop:
     if not (math.isfinite(loss) and finite_update):
       what = (f"The loss is {loss}" if not math.isfinite(loss)
               else "The updated weights are not finite")
-      raise NonFiniteLossError(
-          f"{what} at step {step}; stopping. The latest checkpoint (step "
-          f"{self.mgr.latest_step()}) is the last good one. Lower LEARNING_RATE or check "
-          "the data.")
+      latest = self.mgr.latest_step()
+      kept = (f"The latest checkpoint (step {latest}) is the last good one." if latest
+              is not None else "No checkpoint was saved before it.")
+      raise NonFiniteLossError(f"{what} at step {step}; stopping. {kept} Lower LEARNING_RATE "
+                               "or check the data.")
 
   def _log(self, step, metrics):
     host = {k: float(job_utils.to_host(v)) for k, v in metrics.items()}

@@ -242,8 +242,10 @@ def test_output_dir_that_is_a_file_or_under_a_file_is_refused(tmp_path):
     job_utils.check_output_dir("INFER_OUTPUT_DIR", str(tmp_path / "file" / "a" / "b"))
 
 
-def test_output_dir_is_created_and_left_clean(tmp_path):
+def test_output_dir_is_checked_not_created_and_then_made(tmp_path):
   job_utils.check_output_dir("MODEL_DIR", str(tmp_path / "new" / "run"))
+  assert list(tmp_path.iterdir()) == []  # created only once every input is checked
+  job_utils.make_output_dir(str(tmp_path / "new" / "run"))
   assert list((tmp_path / "new" / "run").iterdir()) == []
 
 

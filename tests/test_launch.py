@@ -293,10 +293,16 @@ def test_local_multiprocess_stops_the_others_when_one_process_fails(stubs, tmp_p
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_no_options_prints_the_usage_and_runs_nothing(stubs, tmp_path, script):
-  proc, recorded = launch(stubs, tmp_path, script, "--dry-run")
+  proc, recorded = launch(stubs, tmp_path, script)
   assert proc.returncode != 0
   assert proc.stderr.startswith("Usage: launch/" + script) and "--model-dir" in proc.stderr
   assert proc.stdout == "" and recorded == []
+
+
+def one_line_error(proc):
+  """The launcher's error: one line that ends by pointing at --help, no usage before it."""
+  assert proc.stderr.endswith("; see --help\n") and proc.stderr.count("\n") == 1, proc.stderr
+  return proc.stderr
 
 
 @pytest.mark.parametrize("script,option", [
@@ -309,10 +315,40 @@ def test_each_missing_required_option_is_named(stubs, tmp_path, script, option):
   args = list(MINIMAL[script])
   del args[args.index(option):args.index(option) + 2]
   # Without --class-labels the launcher has a working set otherwise: --task names a real run.
-  proc, recorded = launch(stubs, tmp_path, script, *args)
-  assert proc.returncode != 0 and "Usage:" in proc.stderr
-  assert re.search(f"error: .*{option}", proc.stderr), proc.stderr
+  # (Some option is given: none at all prints the usage instead.)
+  proc, recorded = launch(stubs, tmp_path, script, *(args or ["--python", "python3"]))
+  assert proc.returncode != 0
+  assert re.search(f"error: .*{option}", one_line_error(proc))
   assert proc.stdout == "" and recorded == []
+
+
+# Every option that takes a value, per launcher (--srun-arg takes srun's own options).
+VALUE_OPTIONS = {
+    "tpu_vm_pod.sh": ["--tpu", "--zone", "--project", "--accelerator-type", "--version"],
+    "gpu.sh": ["--gpus-per-node", "--nodes", "--coordinator", "--num-processes",
+               "--process-id"],
+    "local_cpu.sh": ["--devices"],
+    "local_multiprocess_cpu.sh": ["--num-processes", "--devices-per-process", "--port"],
+}
+RUN_VALUE_OPTIONS = ["--task", "--class-labels", "--checkpoint", "--size", "--model-gin",
+                     "--prompt-init", "--num-partitions", "--model-dir", "--python"]
+
+
+@pytest.mark.parametrize("script,option", [
+    (script, option) for script in SCRIPTS
+    for option in VALUE_OPTIONS[script] + RUN_VALUE_OPTIONS])
+def test_an_option_is_never_taken_as_the_value_of_another(stubs, tmp_path, script, option):
+  # `--model-dir --dry-run` once started a real run in a folder named --dry-run.
+  proc, recorded = launch(stubs, tmp_path, script, *MINIMAL[script], option, "--dry-run")
+  assert proc.returncode == 2
+  assert f"error: {option} needs a value, not the option '--dry-run'" in one_line_error(proc)
+  assert proc.stdout == "" and recorded == [] and list(tmp_path.iterdir()) == [tmp_path / "calls"]
+
+
+def test_srun_args_are_srun_options(stubs, tmp_path):
+  (_, srun) = dry_run(stubs, tmp_path, "gpu.sh", *RUN, "--install", "--slurm",
+                      "--gpus-per-node", "8", "--srun-arg", "--partition=gpu")
+  assert "--partition=gpu" in srun
 
 
 @pytest.mark.parametrize("script,args,message", [
@@ -338,7 +374,7 @@ def test_each_missing_required_option_is_named(stubs, tmp_path, script, option):
 ])
 def test_bad_options_are_refused_before_anything_runs(stubs, tmp_path, script, args, message):
   proc, recorded = launch(stubs, tmp_path, script, *args)
-  assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr
+  assert proc.returncode != 0 and re.search(message, one_line_error(proc))
   assert proc.stdout == "" and recorded == []
 
 

@@ -88,6 +88,10 @@ def config_from_hf(path_or_dir: str, **overrides) -> T5Config:
 
   Absent keys take Hugging Face's T5Config defaults.
   """
+  if path_or_dir is None:  # models/hf_t5*.gin bind INITIAL_CHECKPOINT_PATH here
+    raise CheckpointError("INITIAL_CHECKPOINT_PATH=None, but models/hf_t5*.gin read the "
+                          "architecture from its config.json; give a Hugging Face T5 "
+                          "directory.")
   path_or_dir = os.fspath(path_or_dir)
   hf = read_hf_config(path_or_dir)
   proj = hf.get("feed_forward_proj", "relu")

@@ -221,8 +221,10 @@ def _check_shapes(stored: Any, like: Any, where: str) -> None:
     have, want = stored_shapes.get(key), tuple(leaf.shape)
     if have is None or have == want:
       continue  # a missing leaf is orbax's to report
-    hint = (f"set PROMPT_LENGTH={have[0]}, the run's" if key == "prompt/prompt" else
-            "use the model settings of the run that wrote it (see its run_config.json)")
+    if key == "prompt/prompt" and have[1:] == want[1:]:
+      hint = f"set PROMPT_LENGTH={have[0]}, the run's"
+    else:  # another width (or leaf) is another model, whatever PROMPT_LENGTH says
+      hint = "use the model settings of the run that wrote it (see its run_config.json)"
     raise RunMismatchError(f"{key} has shape {list(have)} in {where} but this job's model "
                            f"has {list(want)}; {hint}.")
 

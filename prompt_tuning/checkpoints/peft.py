@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -59,17 +60,21 @@ def adapter_config(prompt_length: int, base_model: str) -> dict[str, Any]:
 
 
 def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
-                  source: str = "to export") -> None:
+                  source: str = "to export", overwrite: bool = False) -> None:
   """Writes `prompt` [prompt_length, d_model] as a PEFT adapter directory at `output_dir`.
 
-  Checks the prompt against the base model's width. The directory appears whole or not at
-  all: it is written beside and renamed into place; an existing adapter there is replaced.
+  Checks the prompt against the base model's width. A new directory appears whole or not at
+  all: it is written beside and renamed into place. Into an existing one only the adapter's
+  two files are written (each renamed into place); with `overwrite` alone, and nothing else
+  there is ever touched.
 
   Args:
     prompt: the prompt, any float dtype; written as float32.
     base_model: the Hugging Face T5 directory the prompt was trained on.
-    output_dir: a local directory, absent, empty or an earlier adapter.
+    output_dir: a local directory: absent or empty; with `overwrite`, any directory (an
+      earlier adapter's two files there are replaced).
     source: how errors name the prompt, e.g. "file 'step_300.npy'".
+    overwrite: allows writing into a directory that holds files (--overwrite).
   """
   prompt = prompts_io.check_prompt(prompt, None, source)
   config = adapter_config(prompt.shape[0], base_model)
@@ -77,31 +82,73 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
     raise ValueError(f"Prompt {source} has width {prompt.shape[1]} but base model "
                      f"{os.fspath(base_model)!r} has d_model {config['token_dim']}; give the "
                      "Hugging Face directory of the model the prompt was trained on.")
-  output_dir = _check_output_dir(output_dir)
-  tmp = f"{output_dir}.tmp-{os.getpid()}"
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
+  output_dir = _check_output_dir(output_dir, overwrite)
+  if not os.path.isdir(output_dir):
+    _write_new_dir(output_dir, prompt, config)
+    return
+  # Weights first: should the config's rename not happen, the pair disagrees in shape (or
+  # is the earlier adapter's whole), which read_adapter reports.
+  _write_file(os.path.join(output_dir, WEIGHTS_FILE),
+              lambda path: huggingface.write_safetensors(path, {WEIGHTS_KEY: prompt}))
+  _write_file(os.path.join(output_dir, CONFIG_FILE), lambda path: _write_json(path, config))
+
+
+def _write_json(path: str, config: dict[str, Any]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+
+
+def _write_new_dir(output_dir: str, prompt: np.ndarray, config: dict[str, Any]) -> None:
+  """The adapter written into a fresh temporary directory beside, renamed into place."""
+  parent, name = os.path.split(os.path.abspath(output_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)  # new: ours to remove
   try:
-    os.makedirs(tmp)
     huggingface.write_safetensors(os.path.join(tmp, WEIGHTS_FILE), {WEIGHTS_KEY: prompt})
-    with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
-      json.dump(config, f, indent=2, sort_keys=True)
-    _replace_dir(tmp, output_dir)
+    _write_json(os.path.join(tmp, CONFIG_FILE), config)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0o700, as a plain mkdir would make it
+    try:
+      os.rename(tmp, output_dir)
+    except OSError:  # a directory appeared meanwhile: never replaced
+      raise ValueError(f"Adapter directory {output_dir!r} appeared while the adapter was "
+                       "written; it is left as it is. Export again.") from None
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
 
 
-def export_adapter(prompt_file: str, base_model: str, output_dir: str) -> np.ndarray:
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _write_file(path: str, write: Any) -> None:
+  """`write(tmp)` for a new temporary file beside `path`, then renamed over `path`."""
+  handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
+                                 dir=os.path.dirname(path))
+  os.close(handle)
+  try:
+    write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def export_adapter(prompt_file: str, base_model: str, output_dir: str,
+                   overwrite: bool = False) -> np.ndarray:
   """Writes the .npy prompt `prompt_file` as a PEFT adapter at `output_dir`; returns it.
 
   `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base_model),
   output_dir)` then computes what this library computes with the prompt as a prefix.
+  `overwrite`: see write_adapter.
   """
   _base_config(base_model)  # bad paths fail before the prompt is read
-  _check_output_dir(output_dir)
+  _check_output_dir(output_dir, overwrite)
   prompt = _load_prompt(os.fspath(prompt_file))
-  write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}")
+  write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}", overwrite)
   return prompt
 
 
@@ -110,7 +157,8 @@ def _load_prompt(path: str) -> np.ndarray:
   if "://" in path:
     return prompts_io.load_prompt(path)
   if not os.path.isfile(path):
-    raise ValueError(f"Prompt file {path!r} does not exist; give a .npy prompt, e.g. "
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
+    raise ValueError(f"Prompt file {path!r} {what}; give a .npy prompt, e.g. "
                      "{MODEL_DIR}/prompts/step_{STEP}.npy.")
   try:
     value = np.load(path, allow_pickle=False)
@@ -127,30 +175,30 @@ def _base_config(base_model: str) -> dict[str, Any]:
   return huggingface.read_hf_config(base_model)
 
 
-def _check_output_dir(output_dir: str) -> str:
-  """`output_dir` without a trailing slash, if it may be written (not over another thing)."""
+def _check_output_dir(output_dir: str, overwrite: bool = False) -> str:
+  """`output_dir` without a trailing slash, if the adapter may be written there.
+
+  Absent or empty: yes. Holding files: only with `overwrite`, and then only the adapter's
+  two files are replaced.
+  """
   output_dir = os.fspath(output_dir).rstrip("/") or "/"
   if "://" in output_dir:
     raise ValueError(f"Adapter directory {output_dir!r} must be local (PEFT reads local "
                      "directories or the Hub); write it locally and copy it.")
-  if os.path.isfile(output_dir):
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f"Adapter directory {output_dir!r} is a file; choose a directory path.")
-  if (os.path.isdir(output_dir) and os.listdir(output_dir)
-      and not os.path.isfile(os.path.join(output_dir, CONFIG_FILE))):
-    raise ValueError(f"Adapter directory {output_dir!r} exists and is not a PEFT adapter; "
-                     "choose a new or empty directory (it would be replaced).")
+  held = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+  if held and not overwrite:
+    ours = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if name in held]
+    if ours:
+      raise ValueError(f"Adapter directory {output_dir!r} already holds {' and '.join(ours)}; "
+                       "pass --overwrite to replace the adapter's two files (nothing else "
+                       "there is touched), or choose a new directory.")
+    raise ValueError(f"Adapter directory {output_dir!r} exists and is not a PEFT adapter (it "
+                     f"holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); choose "
+                     "a new or empty directory, or pass --overwrite to write the adapter's two "
+                     "files beside them.")
   return output_dir
-
-
-def _replace_dir(tmp: str, output_dir: str) -> None:
-  """Renames `tmp` to `output_dir`, replacing an earlier one, never leaving a partial one."""
-  if not os.path.exists(output_dir):
-    os.replace(tmp, output_dir)
-    return
-  old = f"{output_dir}.old-{os.getpid()}"
-  os.replace(output_dir, old)
-  os.replace(tmp, output_dir)
-  shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +273,7 @@ def read_adapter(adapter_dir: str, d_model: int | None = None) -> np.ndarray:
 
 
 def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
-                   d_model: int | None = None) -> np.ndarray:
+                   d_model: int | None = None, overwrite: bool = False) -> np.ndarray:
   """Reads the prompt of a PEFT adapter and saves it as a .npy prompt file at `output`.
 
   Args:
@@ -233,9 +281,14 @@ def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
     output: the .npy file to write (local or gs://), float32 [num_virtual_tokens, d_model].
     base_model: if given, a Hugging Face T5 directory whose d_model the prompt must have.
     d_model: if given, the width the prompt must have.
+    overwrite: replace a file already at `output` (otherwise refused, before anything is
+      read).
   Returns:
     The prompt written.
   """
+  output = os.fspath(output)
+  if not overwrite:
+    _refuse_existing_output(output)
   if base_model is not None:
     width = base_model_width(base_model)
     if d_model is not None and d_model != width:
@@ -243,8 +296,54 @@ def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
                        f"(d_model {width}); give one of them.")
     d_model = width
   prompt = read_adapter(adapter_dir, d_model)
-  prompts_io.save_prompt(output, prompt)
+  if "://" in output:
+    prompts_io.save_prompt(output, prompt)  # TensorFlow's gfile
+  else:
+    _save_local_prompt(output, prompt, overwrite)
   return prompt
+
+
+def _refuse_existing_output(output: str) -> None:
+  if "://" in output:
+    from prompt_tuning.checkpoints import base  # pylint: disable=import-outside-toplevel
+    exists = base.file_exists(output)
+  else:
+    exists = os.path.lexists(output)
+  if exists:
+    raise ValueError(f"Prompt file {output!r} already exists; pass --overwrite to replace it, "
+                     "or choose another --output.")
+
+
+def _save_local_prompt(path: str, prompt: np.ndarray, overwrite: bool) -> None:
+  """The prompt as float32 .npy at `path`, whole or not at all; without `overwrite` a file
+  that appeared meanwhile is kept. Plain numpy: no TensorFlow start-up."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
+                                 dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(handle, "wb") as f:
+      np.save(f, np.asarray(prompt, np.float32), allow_pickle=False)
+    os.chmod(tmp, 0o666 & ~_umask())
+    if overwrite or not _link(tmp, path):
+      os.replace(tmp, path)
+  except FileExistsError:
+    raise ValueError(f"Prompt file {path!r} appeared meanwhile; it is kept. Pass --overwrite "
+                     "to replace it.") from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _link(source: str, path: str) -> bool:
+  """Hard-links `source` as `path`, refusing an existing file atomically (FileExistsError);
+  False on a file system without hard links (the caller renames instead)."""
+  try:
+    os.link(source, path)
+    return True
+  except FileExistsError:
+    raise
+  except OSError:
+    return False
 
 
 def _read_weights(file: str) -> np.ndarray:

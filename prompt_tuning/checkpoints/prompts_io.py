@@ -31,12 +31,19 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
     raise ValueError(f"Prompt {source} has dtype {value.dtype}; it must be a float array "
                      "(float32 as exported by training).")
+  if value.ndim != 2:
+    raise ValueError(f"Prompt {source} has shape {value.shape}; a prompt is a 2-D array "
+                     "[prompt length, d_model], as training exports it.")
   shape = expected_shape
-  if value.ndim != 2 or (shape is not None and tuple(value.shape) != tuple(shape)):
-    want = f"{tuple(shape)} [PROMPT_LENGTH, d_model]" if shape else "[PROMPT_LENGTH, d_model]"
-    raise ValueError(f"Prompt {source} has shape {value.shape} but the model needs {want}; "
-                     "set PROMPT_LENGTH to the file's first dimension and use a model of its "
-                     "width.")
+  if shape is not None and tuple(value.shape) != tuple(shape):
+    fixes = []
+    if value.shape[0] != shape[0]:
+      fixes.append(f"set PROMPT_LENGTH={value.shape[0]}, the file's")
+    if value.shape[1] != shape[1]:
+      fixes.append(f"use the model it was trained for (width {value.shape[1]}; this model's "
+                   f"d_model is {shape[1]})")
+    raise ValueError(f"Prompt {source} has shape {value.shape} but the model needs "
+                     f"{tuple(shape)} [PROMPT_LENGTH, d_model]; {' and '.join(fixes)}.")
   value = value.astype(np.float32)
   if not np.all(np.isfinite(value)):
     bad = int(np.size(value) - np.isfinite(value).sum())
@@ -45,25 +52,30 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   return value
 
 
-def load_prompt(path: str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-  """Reads a .npy prompt (local or gs://) -> float32 [prompt_length, d_model], checked."""
+def load_prompt(path: str, expected_shape: tuple[int, int] | None = None,
+                name: str = "PROMPT_FILE") -> np.ndarray:
+  """Reads a .npy prompt (local or gs://) -> float32 [prompt_length, d_model], checked.
+
+  `name` is what set the path, for the messages: PROMPT_FILE, or e.g. PROMPTS['task'].
+  """
   import tensorflow as tf  # gs:// support; imported here to keep `import prompts` light
   try:
     exists = tf.io.gfile.exists(path)
-    if exists:
+    is_dir = exists and tf.io.gfile.isdir(path)
+    if exists and not is_dir:
       with tf.io.gfile.GFile(path, "rb") as f:
         data = f.read()
   except tf.errors.OpError as e:  # an unreachable bucket, no credentials
     reason = " ".join(e.message.split())
-    raise ValueError(f"PROMPT_FILE={path!r} cannot be read ({reason}); check the path, the "
+    raise ValueError(f"{name}={path!r} cannot be read ({reason}); check the path, the "
                      "network and the credentials.") from None
-  if not exists:
-    raise ValueError(f"PROMPT_FILE={path!r} does not exist; point it at a .npy prompt, e.g. "
-                     "{MODEL_DIR}/prompts/step_{STEP}.npy.")
+  if not exists or is_dir:
+    raise ValueError(f"{name}={path!r} {'is a directory' if exists else 'does not exist'}; "
+                     "point it at a .npy prompt, e.g. {MODEL_DIR}/prompts/step_{STEP}.npy.")
   try:
     value = np.load(io.BytesIO(data), allow_pickle=False)
   except ValueError as e:
-    raise ValueError(f"PROMPT_FILE={path!r} is not a readable .npy array ({e}).") from None
+    raise ValueError(f"{name}={path!r} is not a readable .npy array ({e}).") from None
   return check_prompt(value, expected_shape, f"file {path!r}")
 
 

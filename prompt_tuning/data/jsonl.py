@@ -40,11 +40,14 @@ def parse_line(line: bytes | str, path: str, line_number: int, *,
       raise errors.JsonlFormatError(f"{where}: not UTF-8 text ({e.reason}).") from None
   if not line.strip():
     return None
+  line = line.rstrip("\r\n")  # JSON would count the newline: an unclosed object at "column 1"
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
+    at = ("the line ends before the JSON is complete" if e.pos >= len(line.rstrip())
+          else f"column {e.pos + 1}")
     raise errors.JsonlFormatError(
-        f"{where}: not valid JSON ({e.msg}, column {e.colno}); each line must be one object "
+        f"{where}: not valid JSON ({e.msg}; {at}); each line must be one object "
         'like {"inputs": "...", "targets": "..."}.') from None
   if not isinstance(record, dict):
     raise errors.JsonlFormatError(
@@ -85,12 +88,14 @@ def check_file(path: str, split: str, *,
   """
   macro = SPLIT_MACROS.get(split, split)
   try:
-    found = tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+    exists = tf.io.gfile.exists(path)
+    is_dir = exists and tf.io.gfile.isdir(path)
   except tf.errors.OpError as e:
     raise _unreadable(macro, path, e) from None
-  if not found:
-    raise FileNotFoundError(f"{macro}={path!r}: no such file; give the path of a JSONL file "
-                            "(one {\"inputs\": ..., \"targets\": ...} object per line).")
+  if not exists or is_dir:
+    raise FileNotFoundError(f"{macro}={path!r}: {'a directory' if is_dir else 'no such file'}; "
+                            "give the path of a JSONL file (one {\"inputs\": ..., "
+                            "\"targets\": ...} object per line).")
   require_targets = split != "test"
   count = 0
   try:

@@ -101,8 +101,13 @@ def test_export_layout_and_exact_round_trip(base, tmp_path):
   assert list(weights) == ["prompt_embeddings"]
   assert weights["prompt_embeddings"].dtype == np.float32
   np.testing.assert_array_equal(peft_io.read_adapter(str(tmp_path / "adapter"), D), prompt)
-  peft_io.write_adapter(prompt + 1, str(base[0]), str(tmp_path / "adapter"))  # replaces it
+  with pytest.raises(ValueError, match="already holds adapter_config.json and adapter_model"):
+    peft_io.write_adapter(prompt + 1, str(base[0]), str(tmp_path / "adapter"))
+  np.testing.assert_array_equal(peft_io.read_adapter(str(tmp_path / "adapter")), prompt)
+  peft_io.write_adapter(prompt + 1, str(base[0]), str(tmp_path / "adapter"), overwrite=True)
   np.testing.assert_array_equal(peft_io.read_adapter(str(tmp_path / "adapter")), prompt + 1)
+  assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+      peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE]  # no temporary left
 
 
 # ---- bad input ----------------------------------------------------------------------------------
