@@ -364,6 +364,7 @@ CASES = [
          "table [0, 2)", call=_api_batch(inputs=[[5]], prompt_ids=[3], num_prompts=2)),
 ]
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   """A finished 3-step run of the tiny model (checkpoint and prompt at step 3), made once
