@@ -306,26 +306,35 @@ def make_evaluator(**kwargs) -> Callable[[Any, Any], dict[str, float]]:
 def trained_params(model: Any, *, initial_checkpoint_path: str | None, model_dir: str | None,
                    prompt_file: str | None, trainable_regex: str, mesh: Any, rules: Any,
                    random_seed: int = 0) -> tuple[Any, str, int]:
-  """(params, where the trained leaves came from, their step; 0 for a PROMPT_FILE).
+  """(params of `model.serving_model()`, where the trained leaves came from, their step; 0
+  for a PROMPT_FILE).
 
-  Frozen weights plus the trained leaves: PROMPT_FILE if given, else MODEL_DIR's latest.
+  Frozen weights plus the trained leaves: PROMPT_FILE if given (checked before the weights
+  load), else MODEL_DIR's latest. The prompt is always what a prompt file holds: for a method
+  whose files another model serves (a residual prompt's are plain), the checkpoint's leaves
+  are exported first, so a run's MODEL_DIR and its exported file score alike.
   """
-  params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules,
-                                  jax.random.PRNGKey(random_seed))
-  trainable, frozen = optim.partition(params, trainable_regex)
+  serving = model.serving_model() if hasattr(model, "serving_model") else model
+  rng = jax.random.PRNGKey(random_seed)
   if prompt_file is not None:
-    if "prompt" not in params:
+    if not hasattr(serving, "with_prompt_file"):
       raise ValueError(f"PROMPT_FILE={prompt_file} is given but the model has no prompt; use "
                        "a models/*_prompt.gin file.")
-    current = params["prompt"]["prompt"]
-    prompt = prompts_io.load_prompt(prompt_file, expected_shape=current.shape)
-    params["prompt"] = {"prompt": jax.device_put(prompt, current.sharding)}
-    return params, f"PROMPT_FILE={prompt_file}", 0
+    value, source = prompts_io.read_prompt_file(prompt_file), f"file {prompt_file!r}"
+    serving.with_prompt_file({}, value, source)  # its kind and shape, before any weights load
+    params = job_utils.place_params(serving, initial_checkpoint_path, mesh, rules, rng)
+    return serving.with_prompt_file(params, value, source), f"PROMPT_FILE={prompt_file}", 0
   if model_dir is None:
     raise ValueError("Neither PROMPT_FILE nor MODEL_DIR is set; give the trained prompt "
                      "(--gin.PROMPT_FILE=...) or the training run (--gin.MODEL_DIR=...).")
+  params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules, rng)
+  trainable, frozen = optim.partition(params, trainable_regex)
   trainable, step = job_ckpt.restore_trainable(model_dir, trainable)
-  return optim.merge(trainable, frozen), f"{model_dir} step {step}", step
+  source = f"{model_dir} step {step}"
+  if serving is not model:
+    value = model.export_prompt(jax.tree.map(job_utils.to_host, trainable))
+    return serving.with_prompt_file(frozen, value, f"exported from {source}"), source, step
+  return optim.merge(trainable, frozen), source, step
 
 
 def serving_params(model: Any, *, initial_checkpoint_path: str | None,
@@ -342,6 +351,7 @@ def serving_params(model: Any, *, initial_checkpoint_path: str | None,
   if not hasattr(model, "with_prompt_table"):
     raise ValueError("PROMPTS and PROMPT_ENSEMBLE need a prompted model; use a "
                      "models/*_prompt.gin file.")
+  model = model.serving_model()  # the model its prompt files are for (residual: plain)
   if prompts is not None:
     if not isinstance(prompts, Mapping) or not prompts:
       raise ValueError(f"PROMPTS={prompts!r} must be a non-empty mapping {{name: prompt "
@@ -392,8 +402,8 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
       params, source, step = trained_params(
           model, initial_checkpoint_path=initial_checkpoint_path, model_dir=model_dir,
           prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
-    metrics = evaluate_params(
-        params, mesh, model=model, mixture_or_task_name=mixture_or_task_name,
+    metrics = evaluate_params(  # the params are for the model that reads prompt files
+        params, mesh, model=model.serving_model(), mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
         use_rank_classification=use_rank_classification, decode_method=decode_method,
         vocabulary_path=vocabulary_path, prompt_names=names, ensemble_size=members,

@@ -86,7 +86,8 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
     for task in chosen:
       examples = features.get_examples(task.name, split, task_feature_lengths)
       groups.append((task, examples, eval_lib.with_prompts(task, examples, names, members)))
-    outputs = _outputs(mode, model, params, groups, batch_size, task_feature_lengths,
+    serving = model.serving_model()  # the params are for the model that reads prompt files
+    outputs = _outputs(mode, serving, params, groups, batch_size, task_feature_lengths,
                        decode_method, mesh, members)
     for (_, examples, _), path, (results, each) in zip(groups, paths, outputs):
       if jax.process_index() == 0:

@@ -81,7 +81,7 @@ def per_part(default: optax.GradientTransformation,
              parts: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:
   """`parts[regex]` updates the trainable leaves whose path (e.g. 'prompt/low_rank_a') fully
   matches `regex` (the first that does, in order), `default` all others; each part keeps its
-  own state. E.g. DePT: per_part(adafactor(0.3), {'prompt/low_rank_.*': adafactor(5e-3)}).
+  own state. E.g. DePT: per_part(adafactor(0.3), {'prompt/low_rank_.*': adafactor(5e-2)}).
 
   A regex that matches no trainable leaf is an error when the optimizer is initialised.
   """

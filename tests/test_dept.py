@@ -129,6 +129,9 @@ def test_a_resumed_run_takes_this_runs_learning_rates():
   rates = {label: float(s.inner_state.hyperparams["learning_rate"])
            for label, s in fresh.inner_states.items()}
   assert rates == pytest.approx({"default": 0.1, "prompt/low_rank_.*": 0.02})
+  plain = optim.with_fresh_hyperparams(optim.adafactor(0.3).init(tree),
+                                       optim.adafactor(0.1).init(tree))
+  assert float(optim.learning_rate(plain)) == pytest.approx(0.1)
 
 
 def test_one_train_step_moves_every_part(trained):

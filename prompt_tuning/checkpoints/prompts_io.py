@@ -58,6 +58,13 @@ def load_prompt(path: str, expected_shape: tuple[int, int] | None = None,
 
   `name` is what set the path, for the messages: PROMPT_FILE, or e.g. PROMPTS['task'].
   """
+  return check_prompt(read_prompt_file(path, name), expected_shape, f"file {path!r}")
+
+
+def read_prompt_file(path: str, name: str = "PROMPT_FILE") -> np.ndarray:
+  """The array of a .npy prompt file (local or gs://) as stored, of any prompt kind: a float
+  array, or DePT's record (prompts/dept.py). The model that reads it checks it
+  (`PromptedT5Model.with_prompt_file`); `load_prompt` checks a plain prompt."""
   import tensorflow as tf  # gs:// support; imported here to keep `import prompts` light
   try:
     exists = tf.io.gfile.exists(path)
@@ -76,7 +83,7 @@ def load_prompt(path: str, expected_shape: tuple[int, int] | None = None,
     value = np.load(io.BytesIO(data), allow_pickle=False)
   except ValueError as e:
     raise ValueError(f"{name}={path!r} is not a readable .npy array ({e}).") from None
-  return check_prompt(value, expected_shape, f"file {path!r}")
+  return value
 
 
 def save_prompt(path: str, prompt: np.ndarray) -> None:
