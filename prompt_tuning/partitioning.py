@@ -28,6 +28,7 @@ DEFAULT_RULES: Rules = (
     ("relpos_buckets", None),
     ("prompt", None),
     ("prompt_embed", None),
+    ("prompt_layers", None),  # deep prompts' [layers, p, d] (prompts/deep.py)
 )
 
 
