@@ -24,10 +24,11 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   """
   value = np.asarray(value)
   if value.dtype.names is not None:  # a record: DePT's parts (prompts/dept.py)
-    raise ValueError(f"Prompt {source} is a DePT prompt file (fields "
-                     f"{', '.join(value.dtype.names)}) but a plain prompt [PROMPT_LENGTH, "
-                     "d_model] is needed here; a DePT file is read by a model with "
-                     "--gin_file=methods/dept.gin.")
+    fields = ", ".join(f"{name} {value.dtype[name].shape}" for name in value.dtype.names)
+    want = f"{tuple(expected_shape)} " if expected_shape is not None else ""
+    raise ValueError(f"Prompt {source} is a DePT prompt file ({fields}) but a plain prompt "
+                     f"{want}[PROMPT_LENGTH, d_model] is needed here; a DePT file is read by "
+                     "a model with --gin_file=methods/dept.gin.")
   if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
     raise ValueError(f"Prompt {source} has dtype {value.dtype}; it must be a float array "
                      "(float32 as exported by training).")
