@@ -362,10 +362,12 @@ def serving_params(model: Any, *, initial_checkpoint_path: str | None,
     names, members = None, len(files)
   sources = ([f"PROMPTS[{name!r}]" for name in names] if prompts is not None
              else [f"PROMPT_ENSEMBLE[{i}]" for i in range(members)])
-  loaded = [prompts_io.load_prompt(f, name=source) for f, source in zip(files, sources)]
+  loaded = [prompts_io.read_prompt_file(f, name=source) for f, source in zip(files, sources)]
+  file_names = [f"file {f!r}" for f in files]
+  model.with_prompt_table({}, loaded, file_names)  # each file's kind and shape, before weights
   params = job_utils.place_params(model, initial_checkpoint_path, mesh, rules,
                                   jax.random.PRNGKey(0))
-  params = model.with_prompt_table(params, loaded, [f"Prompt file {f!r}" for f in files])
+  params = model.with_prompt_table(params, loaded, file_names)
   source = f"PROMPTS={dict(prompts)}" if prompts is not None else f"PROMPT_ENSEMBLE={files}"
   return params, names, members, source
 

@@ -19,7 +19,9 @@ The command reads the table from the gin-configured model's INITIAL_CHECKPOINT_P
       [--class_labels=a,b,c] [--json]
 
 Class labels default to the CLASS_LABELS macro when the gin files bind it (e.g.
-data/wordnet_topic.gin). Everything here is numpy; similarities are computed in float64.
+data/wordnet_topic.gin). A deep prompt file [layers, p, d_model] (methods/deep.gin) is read at
+its layer 0: the deeper layers replace hidden states, which do not live in the embedding
+table's space. Everything here is numpy; similarities are computed in float64.
 """
 
 import json
@@ -290,11 +292,18 @@ def format_report(report: Mapping[str, Any]) -> str:
 # Reading the inputs of the command.
 
 
-def read_prompt_file(path: str, width: int) -> np.ndarray:
-  """A .npy prompt (local or gs://) -> float32 [p, width]; one clear error if it is missing,
-  unreadable, not a finite float matrix, or of another width than the model's."""
+def read_prompt_file(path: str, width: int,
+                     num_layers: int | None = None) -> tuple[str, np.ndarray]:
+  """A .npy prompt (local or gs://) -> (its name in the report, float32 [p, width]); one
+  clear error if it is missing, unreadable, not a finite float matrix, or of another width
+  than the model's.
+
+  A deep prompt [layers, p, width] (methods/deep.gin; `num_layers`, the encoder's, checked
+  when given) is read at layer 0, the only layer that lives in the embedding table's space
+  (the deeper ones replace hidden states); its name says so.
+  """
   if "://" in path:
-    prompt = prompts_io.load_prompt(path, name="--prompt_file")
+    value = prompts_io.read_prompt_file(path, name="--prompt_file")
   else:
     if not os.path.isfile(path):
       what = "is a directory" if os.path.isdir(path) else "does not exist"
@@ -304,12 +313,17 @@ def read_prompt_file(path: str, width: int) -> np.ndarray:
       value = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
       raise ValueError(f"--prompt_file={path} is not a readable .npy array ({e}).") from None
-    prompt = prompts_io.check_prompt(value, None, f"file {path!r}")
+  if value.dtype.names is None and value.ndim == 3:
+    from prompt_tuning.prompts import deep
+    layers = value.shape[0] if num_layers is None else num_layers
+    prompt = deep.check_file(value, layers, None, width, f"--prompt_file={path}")
+    return f"{path} (layer 0 of {layers}: a deep prompt)", prompt[0]
+  prompt = prompts_io.check_prompt(value, None, f"file {path!r}")
   if prompt.shape[1] != width:
     raise ValueError(f"--prompt_file={path} has width {prompt.shape[1]} (shape "
                      f"{list(prompt.shape)}) but the model's embedding table has width {width} "
                      "(d_model); give the --gin_file of the model the prompt was trained for.")
-  return prompt
+  return path, prompt
 
 
 def read_embedding(checkpoint_path: str | None, config: Any) -> np.ndarray:
@@ -400,7 +414,8 @@ def configured_class_labels() -> list[str]:
 
 def define_flags() -> None:
   """The command's flags (beside gin_utils' --gin_file, --gin.NAME=VALUE, ...)."""
-  flags.DEFINE_multi_string("prompt_file", [], "A .npy prompt [p, d_model]; repeatable "
+  flags.DEFINE_multi_string("prompt_file", [], "A .npy prompt [p, d_model] (a deep prompt "
+                            "[layers, p, d_model]: its layer 0); repeatable "
                             "(several are also compared pairwise).")
   flags.DEFINE_integer("k", 5, "Nearest tokens per prompt row.")
   flags.DEFINE_list("class_labels", None, "Class labels to look for among the neighbours "
@@ -420,7 +435,8 @@ def inspect_command(prompt_files: Sequence[str], k: int = 5,
                      "--prompt_file=/tmp/run/prompts/step_1000.npy.")
   checkpoint_path, vocabulary_path, config = configured_model()
   k = check_k(k, config.vocab_size)
-  prompts = {path: read_prompt_file(path, config.emb_dim) for path in prompt_files}
+  prompts = dict(read_prompt_file(path, config.emb_dim, config.num_encoder_layers)
+                 for path in prompt_files)
   labels = configured_class_labels() if class_labels is None else check_labels(
       [l.strip() for l in class_labels])
   report = inspect_prompts(prompts, read_embedding(checkpoint_path, config),

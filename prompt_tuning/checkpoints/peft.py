@@ -13,6 +13,10 @@ prompt tuning feeds only rows [0, p) to the encoder, in front of the embedded in
 rows [p, 2p) are never used. That is exactly this library's prefix prompt, so an export writes
 num_transformer_submodules=1 (p rows, the prompt itself) and an import takes rows [0, p) of
 either layout. Plain numpy, no torch or peft needed.
+
+A deep prompt [encoder layers, p, d_model] (methods/deep.gin) is refused: PEFT has no adapter
+that replaces each layer's hidden states at the prompt positions (its prefix tuning sets
+attention keys and values instead, which is not the same model).
 """
 
 import json
@@ -76,6 +80,7 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
     source: how errors name the prompt, e.g. "file 'step_300.npy'".
     overwrite: allows writing into a directory that holds files (--overwrite).
   """
+  _refuse_deep(prompt, source)
   prompt = prompts_io.check_prompt(prompt, None, source)
   config = adapter_config(prompt.shape[0], base_model)
   if prompt.shape[1] != config["token_dim"]:
@@ -155,16 +160,30 @@ def export_adapter(prompt_file: str, base_model: str, output_dir: str,
 def _load_prompt(path: str) -> np.ndarray:
   """A .npy prompt, checked; local files are read without TensorFlow (quick, quiet)."""
   if "://" in path:
-    return prompts_io.load_prompt(path)
-  if not os.path.isfile(path):
-    what = "is a directory" if os.path.isdir(path) else "does not exist"
-    raise ValueError(f"Prompt file {path!r} {what}; give a .npy prompt, e.g. "
-                     "{MODEL_DIR}/prompts/step_{STEP}.npy.")
-  try:
-    value = np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as e:
-    raise ValueError(f"Prompt file {path!r} is not a readable .npy array ({e}).") from None
+    value = prompts_io.read_prompt_file(path)
+  else:
+    if not os.path.isfile(path):
+      what = "is a directory" if os.path.isdir(path) else "does not exist"
+      raise ValueError(f"Prompt file {path!r} {what}; give a .npy prompt, e.g. "
+                       "{MODEL_DIR}/prompts/step_{STEP}.npy.")
+    try:
+      value = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+      raise ValueError(f"Prompt file {path!r} is not a readable .npy array ({e}).") from None
+  _refuse_deep(value, f"file {path!r}")
   return prompts_io.check_prompt(value, None, f"file {path!r}")
+
+
+def _refuse_deep(value: Any, source: str) -> None:
+  """A deep prompt (methods/deep.gin) has no PEFT adapter: one clear error, naming `source`."""
+  value = np.asarray(value)
+  if value.dtype.names is None and value.ndim == 3:
+    raise ValueError(
+        f"Prompt {source} has shape {value.shape}: a deep prompt [encoder layers, "
+        "PROMPT_LENGTH, d_model] (methods/deep.gin), which no PEFT adapter holds: PEFT's "
+        "prompt tuning has one prompt at the encoder's input, and its prefix tuning sets "
+        "each layer's attention keys and values, not the hidden states a deep prompt "
+        "replaces. Serve it with this library (eval or infer with --gin_file=methods/deep.gin).")
 
 
 def _base_config(base_model: str) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Prompt files: a trained prompt is a float32 .npy of shape [prompt_length, d_model].
 
+Other prompt kinds (docs/methods.md) write their own: a deep prompt is float32 [encoder
+layers, prompt_length, d_model] (prompts/deep.py), a DePT prompt one record of its parts
+(prompts/dept.py); a model of that kind reads and checks them (`read_prompt_file`, then
+`PromptedT5Model.with_prompt_file`), and `check_prompt` refuses them, naming their kind.
+
 Read and written through tf.io.gfile, so paths may be local or gs://. Every prompt that
 enters (a file, a T5X variable) is checked for shape, dtype and finite values, with one
 clear error each.
@@ -18,11 +23,15 @@ def prompt_path(model_dir: str, step: int) -> str:
 
 def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
                  source: str) -> np.ndarray:
-  """Returns `value` as float32 if it is a finite float matrix of `expected_shape` (if given).
+  """Returns `value` as float32 if it is a finite float matrix of `expected_shape` (if given;
+  a 3-D one, [layers, p, d_model], asks for a deep prompt: `prompts.deep.check_file`).
 
   Raises ValueError naming `source` and the fix.
   """
   value = np.asarray(value)
+  if expected_shape is not None and len(expected_shape) == 3:  # [layers, p, d]: deep prompts
+    from prompt_tuning.prompts import deep
+    return deep.check_file(value, *expected_shape, f"Prompt {source}")
   if value.dtype.names is not None:  # a record: DePT's parts (prompts/dept.py)
     fields = ", ".join(f"{name} {value.dtype[name].shape}" for name in value.dtype.names)
     want = f"{tuple(expected_shape)} " if expected_shape is not None else ""
@@ -32,6 +41,11 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
     raise ValueError(f"Prompt {source} has dtype {value.dtype}; it must be a float array "
                      "(float32 as exported by training).")
+  if value.ndim == 3:
+    raise ValueError(f"Prompt {source} has shape {value.shape}: a deep prompt [encoder "
+                     "layers, PROMPT_LENGTH, d_model], but a plain prompt [PROMPT_LENGTH, "
+                     "d_model] is needed here; a deep file is read by a model with "
+                     "--gin_file=methods/deep.gin.")
   if value.ndim != 2:
     raise ValueError(f"Prompt {source} has shape {value.shape}; a prompt is a 2-D array "
                      "[prompt length, d_model], as training exports it.")
@@ -94,7 +108,10 @@ def save_prompt(path: str, prompt: np.ndarray) -> None:
   """
   import tensorflow as tf
   value = np.asarray(prompt)
-  if value.dtype.names is None:  # a DePT record is made and checked by prompts/dept.py
+  if value.dtype.names is None and value.ndim == 3:  # a deep prompt [layers, p, d_model]
+    value = np.stack([check_prompt(layer.astype(np.float32), None, f"to save at {path!r}")
+                      for layer in value])
+  elif value.dtype.names is None:  # a DePT record is made and checked by prompts/dept.py
     value = check_prompt(value.astype(np.float32), None, f"to save at {path!r}")
   buffer = io.BytesIO()
   np.save(buffer, value, allow_pickle=False)
