@@ -23,22 +23,33 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import machine
 from benchmarks import mini_t5_prompt_tuning as mini
 from prompt_tuning import eval as eval_lib
 from prompt_tuning import model as model_lib
-from prompt_tuning import optim, pretrained, prompts, train
+from prompt_tuning import optim, partitioning, pretrained, prompts, train
+from prompt_tuning.checkpoints import loading
 from prompt_tuning.data import registry
 from prompt_tuning.prompts import deep, dept, residual
 from prompt_tuning.prompts import method as method_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results" / "small_scale_methods"
+COSTS = ROOT / "benchmarks" / "results" / "small_scale_methods_costs.json"
+DOC = ROOT / "docs" / "methods.md"
+MINI_RESULTS = ROOT / "benchmarks" / "results" / "mini_t5_prompt_tuning.json"
+METHODS = ("prompt", "residual", "deep", "dept", "model_tuning")
+METHOD_NAMES = {"prompt": "plain prompt", "residual": "residual (methods/residual.gin)",
+                "deep": "deep (methods/deep.gin)", "dept": "DePT (methods/dept.gin)",
+                "model_tuning": "model tuning (every weight)"}
 CURVE = (0, 100, 300, 600, 1000, 2000, 3000)
 EVAL_PERIOD = 100
-DEPT_LOW_RANK_LEARNING_RATE = 5e-3  # methods/dept.gin's
+# The rate of the DePT runs kept in RESULTS_DIR; methods/dept.gin's default later became 5e-2
+# (one 300-step validation run; docs/methods.md). Not in the run key: change both together.
+DEPT_LOW_RANK_LEARNING_RATE = 5e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +171,37 @@ def execute(run: Run, work_dir: str) -> dict:
           "machine": machine.describe()}
 
 
+def costs(run: Run, steps: int = 20) -> dict:
+  """Trainable parameters, the compiled train step's temporaries (XLA's memory analysis) and
+  its median time over `steps` steps after compilation, on a batch of the run's shapes."""
+  model = build_model(run)
+  optimizer = build_optimizer(run)
+  regex = ".*" if run.method == "model_tuning" else optim.PROMPT_REGEX
+  lengths = mini.TASKS[run.task]
+  batch = {k: np.ones((run.batch_size, lengths["targets" if k.startswith("decoder") else
+                                                "inputs"]), np.int32)
+           for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                     "decoder_loss_weights")}
+  with jax.set_mesh(partitioning.make_mesh(1)):
+    params = model.init_params(jax.random.PRNGKey(0), loading.load_params(
+        run.checkpoint_path, model.config)) if run.method != "model_tuning" else (
+            loading.load_params(run.checkpoint_path, model.config))
+    trainable, frozen = optim.partition(params, regex)
+    state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable,
+             "opt_state": optimizer.init(trainable)}
+    seed = jax.random.PRNGKey(1)
+    compiled = train.compile_step(model, optimizer, state, frozen, batch, seed)
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      state, metrics = compiled(state, frozen, batch, seed)
+      jax.block_until_ready(metrics["loss"])
+      times.append(time.perf_counter() - start)
+  return {"trainable_parameters": sum(x.size for x in jax.tree.leaves(trainable)),
+          "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20,
+          "step_ms": 1000 * statistics.median(times), "machine": machine.describe()}
+
+
 # ------------------------------------------------------------------------------------------
 # Plans: the runs each table needs.
 
@@ -189,10 +231,11 @@ def seeds_plan(seeds) -> list[Run]:
 def methods_plan(seeds) -> list[Run]:
   """Each method at the chosen recipe, and model tuning (every weight, Adafactor 1e-3, T5X's
   fine-tuning rate) at a third of the budget, which it needs less of; 600 steps."""
-  return ([Run(task=task, seed=seed, method=m, steps=600)
-           for seed in seeds for m in ("deep", "residual", "dept") for task in mini.TASKS]
-          + [Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
-             for seed in seeds for task in mini.TASKS])
+  method = lambda m: [Run(task=task, seed=seed, method=m, steps=600)
+                      for seed in seeds for task in mini.TASKS]
+  model_tuning = [Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
+                  for seed in seeds for task in mini.TASKS]
+  return method("residual") + method("dept") + model_tuning + method("deep")
 
 
 PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan, "methods": methods_plan}
@@ -269,6 +312,64 @@ def recipe_table(results: dict[str, dict], task: str) -> str:
   return "\n".join(lines)
 
 
+def _cell(results: dict[str, dict], step: int, **fixed) -> str:
+  """mean ± sd (seeds) of the test accuracy at `step` of the runs matching `fixed`."""
+  values = [v for group in _group(results, **fixed).values() for v in accuracy(group, step)]
+  seeds = {1: " (1 seed)", 2: " (2 seeds)"}.get(len(values), "")
+  return _stats(values) + seeds if values else "not run"
+
+
+def methods_table(results: dict[str, dict]) -> str:
+  """Each method beside the baselines, per task: test accuracy at equal budgets."""
+  design = json.load(open(MINI_RESULTS)) if MINI_RESULTS.exists() else {}
+  plain = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
+               learning_rate=0.3, steps=2000)
+  header = ["task", "majority class", "prompt design", "untrained prompt (step 0)",
+            "plain prompt, 600 steps", "plain prompt, 2,000 steps", "residual, 600",
+            "deep, 600", "DePT, 600", "model tuning, 200"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for task in mini.TASKS:
+    row = [task, f"{mini.majority_accuracy(task):.1f}",
+           f"{design[f'{task}/prompt_design']['accuracy']:.1f}"
+           if f"{task}/prompt_design" in design else "not run",
+           _cell(results, 0, task=task, **plain), _cell(results, 600, task=task, **plain),
+           _cell(results, 2000, task=task, **plain)]
+    row += [_cell(results, 600, task=task, method=m, steps=600, dropout=0.0)
+            for m in ("residual", "deep", "dept")]
+    row.append(_cell(results, 200, task=task, method="model_tuning", steps=200))
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines)
+
+
+def costs_table(costs: dict[str, dict]) -> str:
+  if not costs:
+    return ("Not measured yet: run `python -m benchmarks.small_scale_methods --costs "
+            "--draw_only`.")
+  lines = ["| method | trainable parameters | served parameters (prompt file) | train step "
+           "(ms, median of 20) | XLA temporaries of the step (MiB) |", "|---|---|---|---|---|"]
+  served = {"prompt": "5,120 [20, 256]", "residual": "5,120 [20, 256]",
+            "deep": "20,480 [4, 20, 256]", "dept": "all of it (prompt + A + B)",
+            "model_tuning": "10,491,648 (a whole model)"}
+  for method in METHODS:
+    if method in costs:
+      c = costs[method]
+      lines.append(f"| {METHOD_NAMES[method]} | {c['trainable_parameters']:,} | "
+                   f"{served[method]} | {c['step_ms']:.0f} | {c['temp_mib']:.1f} |")
+  return "\n".join(lines)
+
+
+def measure_costs() -> dict[str, dict]:
+  """costs() of each method on wordnet_topic at the chosen recipe, kept in COSTS."""
+  out = {}
+  for method in METHODS:
+    run = Run(method=method, learning_rate=1e-3 if method == "model_tuning" else 0.3)
+    out[method] = costs(run)
+    print(method, out[method], flush=True)
+  with open(COSTS, "w") as f:
+    json.dump(out, f, indent=1)
+  return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--plan", nargs="+", default=[], choices=sorted(PLANS))
@@ -276,6 +377,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
   parser.add_argument("--work_dir", default="/tmp/small_scale_methods")
   parser.add_argument("--draw_only", action="store_true", help="only print the tables")
+  parser.add_argument("--costs", action="store_true",
+                      help="measure each method's parameters, step time and memory first")
+  parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
   return parser.parse_args(argv)
 
 
@@ -285,9 +389,20 @@ def main(argv=None) -> None:
   if not args.draw_only:
     for name in args.plan:
       run_plan(PLANS[name](args.seeds), shard, args.work_dir)
+  costs_data = measure_costs() if args.costs else (
+      json.load(open(COSTS)) if COSTS.exists() else {})
   results = load_results()
-  for task in mini.TASKS:
-    print(f"\n{task}\n{recipe_table(results, task)}")
+  blocks = {f"recipe_{task}": recipe_table(results, task) for task in mini.TASKS}
+  blocks["methods_results"] = methods_table(results)
+  blocks["methods_costs"] = costs_table(costs_data)
+  seconds = sum(r["seconds"] for r in results.values())
+  blocks["methods_setting"] = (
+      f"{machine.describe()}; {len(results)} runs, {seconds / 60:.0f} min of runs in all "
+      "(two to five runs shared the two cores at a time, so one run alone is faster).")
+  for name, block in blocks.items():
+    print(f"\n{name}\n{block}")
+    if not args.no_docs and DOC.exists():
+      machine.write_docs_block(name, block, DOC)
 
 
 if __name__ == "__main__":
