@@ -362,6 +362,11 @@ CASES = [
          call=_api_batch(inputs=["hello"])),
     Case("api-prompt-id-outside-the-table", "api", "prompt_ids [3] are not in the prompt "
          "table [0, 2)", call=_api_batch(inputs=[[5]], prompt_ids=[3], num_prompts=2)),
+    Case("api-one-string-for-a-list", "api", "inputs is one string ('a fine film'); give a list",
+         call=_api_batch(inputs="a fine film")),
+    Case("api-no-inputs", "api", "inputs is empty", call=_api_batch(inputs=[])),
+    Case("api-score-with-no-targets", "api", "targets=None is not a list",
+         call=lambda t: api.log_likelihood(None, {}, [[5]], None)),
 ]
 
 
