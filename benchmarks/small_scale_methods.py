@@ -49,7 +49,7 @@ CURVE = (0, 100, 300, 600, 1000, 2000, 3000)
 EVAL_PERIOD = 100
 # The rate of the DePT runs kept in RESULTS_DIR; methods/dept.gin's default later became 5e-2
 # (one 300-step validation run; docs/methods.md). Not in the run key: change both together.
-DEPT_LOW_RANK_LEARNING_RATE = 5e-3
+DEPT_LOW_RANK_LEARNING_RATE = 5e-2  # methods/dept.gin's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +65,19 @@ class Run:
   steps: int = 1000
   batch_size: int = 16
   checkpoint: str = "lm_adapted"  # lm_adapted | span_corruption | a directory
+  low_rank_learning_rate: float | None = None  # DePT's A and B; None: DEPT_LOW_RANK_LEARNING_RATE
+  schedule: str = "constant"      # constant | linear | cosine (optim.schedule)
+
+  def __post_init__(self):
+    if self.method == "dept" and self.low_rank_learning_rate is None:
+      object.__setattr__(self, "low_rank_learning_rate", DEPT_LOW_RANK_LEARNING_RATE)
 
   def key(self) -> str:
+    low_rank = f".lowrank{self.low_rank_learning_rate:g}" if self.method == "dept" else ""
+    schedule = "" if self.schedule == "constant" else f".{self.schedule}"
     return (f"{self.task}.{self.method}.{self.init}.p{self.length}.lr{self.learning_rate:g}"
-            f".do{self.dropout:g}.s{self.steps}.b{self.batch_size}.{self.checkpoint_name}"
-            f".seed{self.seed}")
+            f"{schedule}{low_rank}.do{self.dropout:g}.s{self.steps}.b{self.batch_size}"
+            f".{self.checkpoint_name}.seed{self.seed}")
 
   @property
   def checkpoint_name(self) -> str:
@@ -138,14 +146,15 @@ def build_model(run: Run):
 
 
 def build_optimizer(run: Run):
-  """runs/prompt_finetune.gin's Adafactor at the run's rate; DePT's low-rank pair at
-  methods/dept.gin's own rate."""
+  """runs/prompt_finetune.gin's Adafactor at the run's rate; DePT's low-rank pair at its own."""
   adafactor = lambda lr: optim.adafactor(learning_rate=lr, decay_rate=0.8,
                                          multiply_by_parameter_scale=False,
-                                         weight_decay_rate=1e-5, clipping_threshold=1.0)
+                                         weight_decay_rate=1e-5, clipping_threshold=1.0,
+                                         learning_rate_schedule=run.schedule,
+                                         train_steps=run.steps)
   if run.method == "dept":
     return optim.per_part(default=adafactor(run.learning_rate),
-                          parts={"prompt/low_rank_.*": adafactor(DEPT_LOW_RANK_LEARNING_RATE)})
+                          parts={"prompt/low_rank_.*": adafactor(run.low_rank_learning_rate)})
   return adafactor(run.learning_rate)
 
 
@@ -223,22 +232,45 @@ def length_plan(seeds) -> list[Run]:
   return [Run(length=100, steps=1000)]
 
 
+def schedule_plan(seeds) -> list[Run]:
+  """The rate decayed linearly to 0 over 1,000 steps, against the constant rate of
+  seeds_plan (whose curve gives step 1,000), every seed, both tasks."""
+  return [Run(task=task, seed=seed, schedule="linear") for seed in seeds for task in mini.TASKS]
+
+
 def seeds_plan(seeds) -> list[Run]:
   """The chosen recipe (no dropout, Adafactor 0.3) on both tasks, every seed, 2,000 steps."""
   return [Run(task=task, seed=seed, steps=2000) for seed in seeds for task in mini.TASKS]
 
 
 def methods_plan(seeds) -> list[Run]:
-  """Each method at the chosen recipe, and model tuning (every weight, Adafactor 1e-3, T5X's
-  fine-tuning rate) at a third of the budget, which it needs less of; 600 steps."""
-  method = lambda m: [Run(task=task, seed=seed, method=m, steps=600)
-                      for seed in seeds for task in mini.TASKS]
+  """Each method at the chosen recipe for 600 steps, and model tuning (every weight, Adafactor
+  1e-3, T5X's fine-tuning rate) at a third of the budget, which it needs less of. Deep prompts,
+  the strongest, also run 2,000 steps like the plain prompt of seeds_plan."""
+  method = lambda m, steps=600: [Run(task=task, seed=seed, method=m, steps=steps)
+                                 for seed in seeds for task in mini.TASKS]
   model_tuning = [Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
                   for seed in seeds for task in mini.TASKS]
-  return method("residual") + method("dept") + model_tuning + method("deep")
+  return method("deep", 2000) + method("dept") + method("residual") + model_tuning
 
 
-PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan, "methods": methods_plan}
+LM_ADAPTED_MORE = "/tmp/lm_more"  # where docs/mini_t5.md's longer LM adaptation leaves its steps
+
+
+def lm_adaptation_plan(seeds) -> list[Run]:
+  """The paper's Figure 3(d) at this scale: the plain prompt (chosen recipe, 1,000 steps) on
+  checkpoints LM-adapted for longer than the shipped 500 steps; `lm_adapted_<N>` folders in
+  LM_ADAPTED_MORE (N: total LM-adaptation steps) that exist, and the span-corruption start."""
+  folders = sorted(p for p in pathlib.Path(LM_ADAPTED_MORE).glob("lm_adapted_*")
+                   if p.is_dir()) if os.path.isdir(LM_ADAPTED_MORE) else []
+  checkpoints = ["span_corruption"] + [str(p) for p in folders]
+  return [Run(task=task, seed=seed, checkpoint=c, steps=1000)
+          for c in checkpoints for seed in seeds for task in mini.TASKS]
+
+
+PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan,
+         "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
+         "schedule": schedule_plan}
 
 
 def load_results() -> dict[str, dict]:

@@ -54,17 +54,38 @@ def merge(trainable: Params, frozen: Params) -> Params:
   return traverse_util.unflatten_dict({**flat(frozen), **flat(trainable)}, sep="/")
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def schedule(learning_rate: float, kind: str = "constant", train_steps: int | None = None):
+  """The learning rate at each step: constant (the paper's), or decayed to 0 at train_steps
+  ('linear', 'cosine'), which ends a short run at a settled prompt rather than wherever the
+  last large step left it (docs/methods.md measures it on the mini T5)."""
+  if kind == "constant":
+    return learning_rate
+  if kind not in SCHEDULES:
+    raise ValueError(f"LEARNING_RATE_SCHEDULE={kind!r} is not one of {list(SCHEDULES)}.")
+  if not isinstance(train_steps, int) or train_steps < 1:
+    raise ValueError(f"LEARNING_RATE_SCHEDULE={kind!r} decays over TRAIN_STEPS, which is "
+                     f"{train_steps!r}; set --gin.TRAIN_STEPS to a positive step count.")
+  if kind == "linear":
+    return optax.linear_schedule(learning_rate, 0.0, train_steps)
+  return optax.cosine_decay_schedule(learning_rate, train_steps)
+
+
 def adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8,
               multiply_by_parameter_scale: bool = False, weight_decay_rate: float = 1e-5,
-              clipping_threshold: float = 1.0) -> optax.GradientTransformation:
-  """The paper's optimizer: Adafactor at a constant rate, no parameter scaling.
+              clipping_threshold: float = 1.0, learning_rate_schedule: str = "constant",
+              train_steps: int | None = None) -> optax.GradientTransformation:
+  """The paper's optimizer: Adafactor at a constant rate, no parameter scaling (or the rate
+  decayed over train_steps: `schedule`).
 
   The learning rate is kept in the state (inject_hyperparams) so the job can log it.
   """
   return optax.inject_hyperparams(optax.adafactor, static_args=(
       "multiply_by_parameter_scale", "factored", "min_dim_size_to_factor"))(
-          learning_rate=learning_rate, decay_rate=decay_rate,
-          multiply_by_parameter_scale=multiply_by_parameter_scale,
+          learning_rate=schedule(learning_rate, learning_rate_schedule, train_steps),
+          decay_rate=decay_rate, multiply_by_parameter_scale=multiply_by_parameter_scale,
           weight_decay_rate=weight_decay_rate, clipping_threshold=clipping_threshold)
 
 

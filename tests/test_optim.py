@@ -54,5 +54,28 @@ def test_adafactor_step_moves_only_what_it_is_given():
   opt = optim.adafactor()
   grads = jax.tree.map(jnp.ones_like, trainable)
   updates, _ = opt.update(grads, opt.init(trainable), trainable)
-  # Constant rate 0.3, no parameter scaling, RMS-clipped: |update| = 0.3 (plus decay 1e-5*0.3).
-  np.testing.assert_allclose(np.abs(updates["prompt"]["prompt"]), 0.3 * (1 + 1e-5), rtol=1e-4)
+  # Constant rate 0.3, no parameter scaling, RMS-clipped: |update| = 0.3, plus optax's weight
+  # decay, added after the rate: 1e-5 * param (params are 1).
+  np.testing.assert_allclose(np.abs(updates["prompt"]["prompt"]), 0.3 + 1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("constant", [0.3, 0.3, 0.3, 0.3]),
+    ("linear", [0.3, 0.225, 0.15, 0.075]),  # 0.3 * (1 - step / 4)
+    ("cosine", [0.3, 0.3 * (1 + np.cos(np.pi / 4)) / 2, 0.15, 0.3 * (1 + np.cos(3 * np.pi / 4)) / 2]),
+])
+def test_schedule_sets_each_steps_rate(kind, expected):
+  trainable, _ = optim.partition(_params(), optim.PROMPT_REGEX)
+  opt = optim.adafactor(0.3, learning_rate_schedule=kind, train_steps=4)
+  grads = jax.tree.map(jnp.ones_like, trainable)
+  state = opt.init(trainable)
+  for rate in expected:  # the RMS-clipped unit update at this step's rate, + decay 1e-5 * 1
+    updates, state = opt.update(grads, state, trainable)
+    np.testing.assert_allclose(np.abs(updates["prompt"]["prompt"]), rate + 1e-5, rtol=1e-6)
+
+
+def test_schedule_errors_name_the_value():
+  with pytest.raises(ValueError, match="LEARNING_RATE_SCHEDULE='step'"):
+    optim.adafactor(learning_rate_schedule="step", train_steps=4)
+  with pytest.raises(ValueError, match="TRAIN_STEPS"):
+    optim.adafactor(learning_rate_schedule="linear", train_steps=None)
