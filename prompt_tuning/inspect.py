@@ -302,17 +302,7 @@ def read_prompt_file(path: str, width: int,
   when given) is read at layer 0, the only layer that lives in the embedding table's space
   (the deeper ones replace hidden states); its name says so.
   """
-  if "://" in path:
-    value = prompts_io.read_prompt_file(path, name="--prompt_file")
-  else:
-    if not os.path.isfile(path):
-      what = "is a directory" if os.path.isdir(path) else "does not exist"
-      raise ValueError(f"--prompt_file={path} {what}; give a .npy prompt, e.g. "
-                       "{MODEL_DIR}/prompts/step_{STEP}.npy.")
-    try:
-      value = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-      raise ValueError(f"--prompt_file={path} is not a readable .npy array ({e}).") from None
+  value = prompts_io.read_prompt_file(path, name="--prompt_file")
   if value.dtype.names is None and value.ndim == 3:
     from prompt_tuning.prompts import deep
     layers = value.shape[0] if num_layers is None else num_layers

@@ -22,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from prompt_tuning import host_memory, optim, partitioning
-from prompt_tuning.checkpoints import loading
+from prompt_tuning.checkpoints import base, loading
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -297,7 +297,7 @@ def _create_exclusively(path: str, text: str) -> bool:
   try:
     if "://" in path:  # object stores: no atomic create; rename refuses an existing file
       tf.io.gfile.rename(tmp, path, overwrite=False)
-    elif not _link(tmp, path):  # a file system without hard links
+    elif not base.link_new(tmp, path):  # a file system without hard links
       with open(path, "x") as f:
         f.write(text)
     return True
@@ -306,18 +306,6 @@ def _create_exclusively(path: str, text: str) -> bool:
   finally:
     if tf.io.gfile.exists(tmp):
       tf.io.gfile.remove(tmp)
-
-
-def _link(source: str, path: str) -> bool:
-  """Hard-links `source` as `path`, atomically (FileExistsError if taken); False if the file
-  system has no hard links."""
-  try:
-    os.link(source, path)
-    return True
-  except FileExistsError:
-    raise
-  except OSError:
-    return False
 
 
 def _read_lock(path: str) -> dict | None:

@@ -306,7 +306,7 @@ CASES = [
     Case("inspect-prompt-not-2d", "inspect", "has shape (6,); a prompt is a 2-D array",
          setup=_prompt("p.npy", (6,)), absent=("PROMPT_LENGTH",), args=lambda t: [
              "--prompt_file=p.npy", "--gin_file=models/t5_1_1_mini_prompt.gin"]),
-    Case("inspect-prompt-is-a-directory", "inspect", "--prompt_file=prompts is a directory",
+    Case("inspect-prompt-is-a-directory", "inspect", "--prompt_file='prompts' is a directory",
          setup=_dir("prompts"), args=lambda t: [
              "--prompt_file=prompts", "--gin_file=models/t5_1_1_mini_prompt.gin"]),
     Case("inspect-k-zero", "inspect", "k=0 must be an integer from 1",
@@ -329,8 +329,8 @@ CASES = [
          writes=("adapter/adapter_config.json", "adapter/adapter_model.safetensors"),
          args=lambda t: ["export", "--prompt_file=p.npy", f"--base_model={MINI}",
                          "--output_dir=adapter", "--overwrite"]),
-    Case("peft-export-prompt-is-a-directory", "peft_adapter", "Prompt file 'prompts' is a "
-         "directory", setup=_dir("prompts"), args=lambda t: [
+    Case("peft-export-prompt-is-a-directory", "peft_adapter", "--prompt_file='prompts' is "
+         "a directory", setup=_dir("prompts"), args=lambda t: [
              "export", "--prompt_file=prompts", f"--base_model={MINI}", "--output_dir=out"]),
     Case("peft-export-width-mismatch", "peft_adapter", "has width 4 but base model",
          setup=_prompt("p.npy", (6, 4)), args=lambda t: [

@@ -147,7 +147,7 @@ def mini_gin():
 @pytest.mark.parametrize("kwargs, message", [
     ({"k": 0}, "k=0 must be an integer from 1 to the vocabulary size 8192"),
     ({"k": 8193}, "k=8193 must be an integer from 1 to the vocabulary size 8192"),
-    ({"prompt_files": ["/no/such/prompt.npy"]}, "--prompt_file=/no/such/prompt.npy does not "
+    ({"prompt_files": ["/no/such/prompt.npy"]}, "--prompt_file='/no/such/prompt.npy' does not "
                                                 "exist"),
     ({"prompt_files": "narrow"}, r"has width 128 \(shape \[3, 128\]\) but the model's "
                                  "embedding table has width 256"),

@@ -130,6 +130,19 @@ def read_bytes(path: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # Trees: nested dicts <-> flat dicts keyed by '/'-joined paths.
 
+def link_new(source: str, path: str) -> bool:
+  """Hard-links local `source` as `path`: the file appears whole, and an existing `path` is
+  never replaced (FileExistsError, atomically); False on a file system without hard links
+  (the caller renames instead)."""
+  try:
+    os.link(source, path)
+    return True
+  except FileExistsError:
+    raise
+  except OSError:
+    return False
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   """{'a': {'b': x}} -> {'a/b': x}; any non-mapping is a leaf."""
   flat = {}

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from prompt_tuning.checkpoints import huggingface, prompts_io
+from prompt_tuning.checkpoints import base, huggingface, prompts_io
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -158,18 +158,8 @@ def export_adapter(prompt_file: str, base_model: str, output_dir: str,
 
 
 def _load_prompt(path: str) -> np.ndarray:
-  """A .npy prompt, checked; local files are read without TensorFlow (quick, quiet)."""
-  if "://" in path:
-    value = prompts_io.read_prompt_file(path)
-  else:
-    if not os.path.isfile(path):
-      what = "is a directory" if os.path.isdir(path) else "does not exist"
-      raise ValueError(f"Prompt file {path!r} {what}; give a .npy prompt, e.g. "
-                       "{MODEL_DIR}/prompts/step_{STEP}.npy.")
-    try:
-      value = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-      raise ValueError(f"Prompt file {path!r} is not a readable .npy array ({e}).") from None
+  """A .npy prompt, checked."""
+  value = prompts_io.read_prompt_file(path, name="--prompt_file")
   _refuse_deep(value, f"file {path!r}")
   return prompts_io.check_prompt(value, None, f"file {path!r}")
 
@@ -324,7 +314,6 @@ def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
 
 def _refuse_existing_output(output: str) -> None:
   if "://" in output:
-    from prompt_tuning.checkpoints import base  # pylint: disable=import-outside-toplevel
     exists = base.file_exists(output)
   else:
     exists = os.path.lexists(output)
@@ -343,7 +332,7 @@ def _save_local_prompt(path: str, prompt: np.ndarray, overwrite: bool) -> None:
     with os.fdopen(handle, "wb") as f:
       np.save(f, np.asarray(prompt, np.float32), allow_pickle=False)
     os.chmod(tmp, 0o666 & ~_umask())
-    if overwrite or not _link(tmp, path):
+    if overwrite or not base.link_new(tmp, path):
       os.replace(tmp, path)
   except FileExistsError:
     raise ValueError(f"Prompt file {path!r} appeared meanwhile; it is kept. Pass --overwrite "
@@ -351,18 +340,6 @@ def _save_local_prompt(path: str, prompt: np.ndarray, overwrite: bool) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-
-
-def _link(source: str, path: str) -> bool:
-  """Hard-links `source` as `path`, refusing an existing file atomically (FileExistsError);
-  False on a file system without hard links (the caller renames instead)."""
-  try:
-    os.link(source, path)
-    return True
-  except FileExistsError:
-    raise
-  except OSError:
-    return False
 
 
 def _read_weights(file: str) -> np.ndarray:

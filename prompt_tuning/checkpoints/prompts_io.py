@@ -79,26 +79,42 @@ def load_prompt(path: str, expected_shape: tuple[int, int] | None = None,
 def read_prompt_file(path: str, name: str = "PROMPT_FILE") -> np.ndarray:
   """The array of a .npy prompt file (local or gs://) as stored, of any prompt kind: a float
   array, or DePT's record (prompts/dept.py). The model that reads it checks it
-  (`PromptedT5Model.with_prompt_file`); `load_prompt` checks a plain prompt."""
+  (`PromptedT5Model.with_prompt_file`); `load_prompt` checks a plain prompt. `name` is what
+  the user set (a macro or a flag), for the messages. Local files are read without
+  TensorFlow, so commands that need nothing else stay quick."""
+  exists, is_dir, data = _read_bytes(path, name)
+  if not exists or is_dir:
+    raise ValueError(f"{name}={path!r} {'is a directory' if exists else 'does not exist'}; "
+                     "point it at a .npy prompt, e.g. {MODEL_DIR}/prompts/step_{STEP}.npy.")
+  try:
+    value = np.load(io.BytesIO(data), allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise ValueError(f"{name}={path!r} is not a readable .npy array ({e}).") from None
+  return value
+
+
+def _read_bytes(path: str, name: str) -> tuple[bool, bool, bytes | None]:
+  """(exists, is a directory, the file's bytes when it is a file)."""
+  if "://" not in path:
+    if not os.path.isfile(path):
+      return os.path.exists(path), os.path.isdir(path), None
+    try:
+      with open(path, "rb") as f:
+        return True, False, f.read()
+    except OSError as e:
+      raise ValueError(f"{name}={path!r} cannot be read ({e.strerror}).") from None
   import tensorflow as tf  # gs:// support; imported here to keep `import prompts` light
   try:
     exists = tf.io.gfile.exists(path)
     is_dir = exists and tf.io.gfile.isdir(path)
     if exists and not is_dir:
       with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+        return True, False, f.read()
+    return exists, is_dir, None
   except tf.errors.OpError as e:  # an unreachable bucket, no credentials
     reason = " ".join(e.message.split())
     raise ValueError(f"{name}={path!r} cannot be read ({reason}); check the path, the "
                      "network and the credentials.") from None
-  if not exists or is_dir:
-    raise ValueError(f"{name}={path!r} {'is a directory' if exists else 'does not exist'}; "
-                     "point it at a .npy prompt, e.g. {MODEL_DIR}/prompts/step_{STEP}.npy.")
-  try:
-    value = np.load(io.BytesIO(data), allow_pickle=False)
-  except ValueError as e:
-    raise ValueError(f"{name}={path!r} is not a readable .npy array ({e}).") from None
-  return value
 
 
 def save_prompt(path: str, prompt: np.ndarray) -> None:
