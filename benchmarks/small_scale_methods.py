@@ -232,6 +232,13 @@ def length_plan(seeds) -> list[Run]:
   return [Run(length=100, steps=1000)]
 
 
+def init_plan(seeds) -> list[Run]:
+  """The paper's Figure 3(b) at the chosen recipe: sampled-vocabulary and random-uniform
+  prompts against the class-label init of seeds_plan (whose curve gives step 1,000); topic."""
+  return [Run(seed=seed, init=init) for init in ("random_uniform", "sampled_vocab")
+          for seed in seeds]
+
+
 def schedule_plan(seeds) -> list[Run]:
   """The rate decayed linearly to 0 over 1,000 steps, against the constant rate of
   seeds_plan (whose curve gives step 1,000), every seed, both tasks."""
@@ -258,19 +265,19 @@ LM_ADAPTED_MORE = "/tmp/lm_more"  # where docs/mini_t5.md's longer LM adaptation
 
 
 def lm_adaptation_plan(seeds) -> list[Run]:
-  """The paper's Figure 3(d) at this scale: the plain prompt (chosen recipe, 1,000 steps) on
-  checkpoints LM-adapted for longer than the shipped 500 steps; `lm_adapted_<N>` folders in
-  LM_ADAPTED_MORE (N: total LM-adaptation steps) that exist, and the span-corruption start."""
+  """The paper's Figure 3(c, d) at this scale, on the topic task: the plain prompt (chosen
+  recipe, 1,000 steps) on the span-corruption checkpoint (no LM adaptation) and on checkpoints
+  LM-adapted for longer than the shipped 500 steps: the `lm_adapted_<N>` folders (N: total
+  LM-adaptation steps) found in LM_ADAPTED_MORE. seeds_plan's runs give the shipped 500."""
   folders = sorted(p for p in pathlib.Path(LM_ADAPTED_MORE).glob("lm_adapted_*")
                    if p.is_dir()) if os.path.isdir(LM_ADAPTED_MORE) else []
   checkpoints = ["span_corruption"] + [str(p) for p in folders]
-  return [Run(task=task, seed=seed, checkpoint=c, steps=1000)
-          for c in checkpoints for seed in seeds for task in mini.TASKS]
+  return [Run(seed=seed, checkpoint=c) for c in checkpoints for seed in seeds]
 
 
 PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
-         "schedule": schedule_plan}
+         "schedule": schedule_plan, "init": init_plan}
 
 
 def load_results() -> dict[str, dict]:
@@ -330,17 +337,19 @@ def accuracy(results: list[dict], step: int, split: str = "test") -> list[float]
 
 
 def recipe_table(results: dict[str, dict], task: str) -> str:
-  """One row per (dropout, learning rate): test accuracy along the learning curve."""
-  groups = _group(results, task=task, method="prompt", init="class_labels", length=20)
+  """One row per (dropout, learning rate, schedule): test accuracy along the learning curve."""
+  groups = _group(results, task=task, method="prompt", init="class_labels", length=20,
+                  checkpoint="lm_adapted")
   steps = sorted({int(s) for g in groups.values() for r in g for s in r["curve"]})
-  lines = ["| dropout | learning rate | steps run | seeds | "
+  lines = ["| dropout | learning rate | schedule | steps run | seeds | "
            + " | ".join(f"step {s:,}" for s in steps) + " |",
-           "|---|---|---|---|" + "---|" * len(steps)]
-  for key, group in sorted(groups.items(), key=lambda kv: dict(kv[0])["dropout"]):
+           "|---|---|---|---|---|" + "---|" * len(steps)]
+  order = lambda kv: (dict(kv[0])["dropout"], dict(kv[0])["schedule"], dict(kv[0])["learning_rate"])
+  for key, group in sorted(groups.items(), key=order):
     run = dict(key)
     cells = [_stats(accuracy(group, s)) if accuracy(group, s) else "" for s in steps]
-    lines.append(f"| {run['dropout']:g} | {run['learning_rate']:g} | {run['steps']:,} | "
-                 f"{len(group)} | " + " | ".join(cells) + " |")
+    lines.append(f"| {run['dropout']:g} | {run['learning_rate']:g} | {run['schedule']} | "
+                 f"{run['steps']:,} | {len(group)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -352,24 +361,54 @@ def _cell(results: dict[str, dict], step: int, **fixed) -> str:
 
 
 def methods_table(results: dict[str, dict]) -> str:
-  """Each method beside the baselines, per task: test accuracy at equal budgets."""
+  """Each method beside the baselines: test accuracy (seeds' mean ± sd) per task, at the
+  step shown (a longer run's curve gives the earlier steps)."""
   design = json.load(open(MINI_RESULTS)) if MINI_RESULTS.exists() else {}
-  plain = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
-               learning_rate=0.3, steps=2000)
-  header = ["task", "majority class", "prompt design", "untrained prompt (step 0)",
-            "plain prompt, 600 steps", "plain prompt, 2,000 steps", "residual, 600",
-            "deep, 600", "DePT, 600", "model tuning, 200"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for task in mini.TASKS:
-    row = [task, f"{mini.majority_accuracy(task):.1f}",
-           f"{design[f'{task}/prompt_design']['accuracy']:.1f}"
-           if f"{task}/prompt_design" in design else "not run",
-           _cell(results, 0, task=task, **plain), _cell(results, 600, task=task, **plain),
-           _cell(results, 2000, task=task, **plain)]
-    row += [_cell(results, 600, task=task, method=m, steps=600, dropout=0.0)
-            for m in ("residual", "deep", "dept")]
-    row.append(_cell(results, 200, task=task, method="model_tuning", steps=200))
-    lines.append("| " + " | ".join(row) + " |")
+  recipe = dict(init="class_labels", length=20, dropout=0.0, learning_rate=0.3)
+  plain = dict(method="prompt", steps=2000, schedule="constant", **recipe)
+  rows = [("untrained prompt (its class-label init)", 0, plain),
+          ("plain prompt", 600, plain), ("plain prompt", 1000, plain),
+          ("plain prompt", 2000, plain),
+          ("plain prompt, rate decayed linearly to 0", 1000,
+           dict(plain, steps=1000, schedule="linear")),
+          ("residual (methods/residual.gin)", 600, dict(recipe, method="residual", steps=600)),
+          ("DePT (methods/dept.gin)", 600,
+           dict(recipe, method="dept", steps=600, low_rank_learning_rate=DEPT_LOW_RANK_LEARNING_RATE)),
+          ("deep (methods/deep.gin)", 600, dict(recipe, method="deep", steps=2000)),
+          ("deep (methods/deep.gin)", 2000, dict(recipe, method="deep", steps=2000)),
+          ("model tuning (every weight, Adafactor 1e-3)", 200,
+           dict(method="model_tuning", steps=200))]
+  lines = ["| method | steps | " + " | ".join(mini.TASKS) + " |", "|---|---|" + "---|" * len(mini.TASKS),
+           "| majority class | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
+                                              for t in mini.TASKS) + " |",
+           "| prompt design (frozen model, a written instruction) | | " + " | ".join(
+               f"{design[f'{t}/prompt_design']['accuracy']:.1f}" if f"{t}/prompt_design" in design
+               else "not run" for t in mini.TASKS) + " |"]
+  for name, step, fixed in rows:
+    cells = [_cell(results, step, task=task, **fixed) for task in mini.TASKS]
+    lines.append(f"| {name} | {step:,} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def lm_adaptation_table(results: dict[str, dict]) -> str:
+  """Figure 3(c, d): the plain prompt after 1,000 steps on each checkpoint of the mini T5."""
+  plain = dict(task="wordnet_topic", method="prompt", init="class_labels", length=20,
+               dropout=0.0, learning_rate=0.3, schedule="constant")
+  names = {"span_corruption": ("span corruption only", 0),
+           "lm_adapted": ("LM-adapted 500 steps (shipped)", 500)}
+  for result in results.values():
+    checkpoint = os.path.basename(result["run"]["checkpoint"])
+    if checkpoint.startswith("lm_adapted_"):
+      steps = int(checkpoint.rsplit("_", 1)[1])
+      names[checkpoint] = (f"LM-adapted {steps:,} steps", steps)
+  lines = ["| frozen model | untrained prompt (step 0) | 1,000 steps |", "|---|---|---|"]
+  for checkpoint, (name, _) in sorted(names.items(), key=lambda kv: kv[1][1]):
+    runs = {r["run"]["seed"]: r for r in sorted(results.values(), key=lambda r: r["run"]["steps"])
+            if os.path.basename(r["run"]["checkpoint"]) == checkpoint
+            and all(r["run"][k] == v for k, v in plain.items())}.values()  # one run a seed
+    runs = list(runs)
+    if runs:
+      lines.append(f"| {name} | {_stats(accuracy(runs, 0))} | {_stats(accuracy(runs, 1000))} |")
   return "\n".join(lines)
 
 
@@ -426,6 +465,7 @@ def main(argv=None) -> None:
   results = load_results()
   blocks = {f"recipe_{task}": recipe_table(results, task) for task in mini.TASKS}
   blocks["methods_results"] = methods_table(results)
+  blocks["lm_adaptation"] = lm_adaptation_table(results)
   blocks["methods_costs"] = costs_table(costs_data)
   seconds = sum(r["seconds"] for r in results.values())
   blocks["methods_setting"] = (
