@@ -261,6 +261,13 @@ def methods_plan(seeds) -> list[Run]:
   return method("deep", 2000) + method("dept") + method("residual") + model_tuning
 
 
+def decayed_methods_plan(seeds) -> list[Run]:
+  """Each method with the rate decayed linearly to 0 over 1,000 steps (schedule_plan's recipe
+  for the plain prompt), seed by seed."""
+  return [Run(task=task, seed=seed, method=m, schedule="linear")
+          for seed in seeds for m in ("deep", "dept", "residual") for task in mini.TASKS]
+
+
 LM_ADAPTED_MORE = "/tmp/lm_more"  # where docs/mini_t5.md's longer LM adaptation leaves its steps
 
 
@@ -277,7 +284,7 @@ def lm_adaptation_plan(seeds) -> list[Run]:
 
 PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
-         "schedule": schedule_plan, "init": init_plan}
+         "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan}
 
 
 def load_results() -> dict[str, dict]:
