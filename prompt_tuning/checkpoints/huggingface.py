@@ -55,8 +55,10 @@ def _refuse_gcs(path: str) -> None:
                           f"{path!r}; copy it locally first (gsutil -m cp -r).")
 
 
-def read_hf_config(path_or_dir: str) -> dict[str, Any]:
-  """The parsed config.json of a checkpoint directory (or the file itself)."""
+def read_hf_config(path_or_dir: str, model_types: tuple[str, ...] | None = _MODEL_TYPES
+                   ) -> dict[str, Any]:
+  """The parsed config.json of a checkpoint directory (or the file itself); with
+  `model_types` (default: the T5 family), refuses any other model_type."""
   path_or_dir = os.fspath(path_or_dir)
   file = path_or_dir if path_or_dir.endswith(".json") else os.path.join(path_or_dir,
                                                                         CONFIG_FILE)
@@ -72,7 +74,7 @@ def read_hf_config(path_or_dir: str) -> dict[str, Any]:
   if not isinstance(hf, dict):
     raise CheckpointError(f"Hugging Face config {file!r} holds a {type(hf).__name__}, not a "
                           "JSON object; restore it from the model's original files.")
-  if hf.get("model_type", "t5") not in _MODEL_TYPES:
+  if model_types is not None and hf.get("model_type", "t5") not in model_types:
     raise CheckpointError(f"{file!r} has model_type {hf['model_type']!r}; only T5-family "
                           f"checkpoints ({', '.join(_MODEL_TYPES)}) are read.")
   return hf

@@ -1,0 +1,1 @@
+"""Decoder-only language models (Llama, Qwen2, Gemma, GPT-2) in Flax Linen."""
