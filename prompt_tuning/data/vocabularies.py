@@ -2,12 +2,16 @@
 
 Every T5 checkpoint family pads its SentencePiece pieces with 100 "extra ids" (sentinels
 <extra_id_0> ... <extra_id_99>, placed at the top of the id range), so that is the default.
+A local decoder-only model directory (tokenizer.json or tokenizer.model, no spiece.model)
+gives its own tokenizer instead (data/hf_tokenizers.py).
 """
 
 import functools
 import os
 
 import seqio
+
+from prompt_tuning.data import hf_tokenizers
 
 T5_VOCABULARY_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 MT5_VOCABULARY_PATH = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"
@@ -23,8 +27,9 @@ def resolve_vocabulary_path(path: str | None = None, *, kind: str = "t5") -> str
 
   Args:
     path: None for the default of `kind`; a .model file; or a directory (a Hugging Face
-      checkpoint) holding `spiece.model`. Remote paths (with "://") are not checked here,
-      since that needs the network; a remote directory must not end in ".model".
+      checkpoint) holding `spiece.model` (for a local decoder-only model directory without
+      one: its tokenizer.json or tokenizer.model). Remote paths (with "://") are not checked
+      here, since that needs the network; a remote directory must not end in ".model".
     kind: "t5" (English T5 1.0 / 1.1 / LM-adapted) or "mt5".
 
   Raises:
@@ -43,9 +48,12 @@ def resolve_vocabulary_path(path: str | None = None, *, kind: str = "t5") -> str
   if os.path.isdir(path):
     candidate = os.path.join(path, HF_VOCABULARY_FILE)
     if not os.path.isfile(candidate):
+      if hf_tokenizers.is_decoder_directory(path):
+        return hf_tokenizers.find_tokenizer_file(path)
       raise FileNotFoundError(
-          f"Vocabulary directory {path!r} has no {HF_VOCABULARY_FILE}; point VOCABULARY_PATH at "
-          "a SentencePiece .model file or a Hugging Face T5 checkpoint directory.")
+          f"Vocabulary directory {path!r} has no {HF_VOCABULARY_FILE} (T5), nor "
+          f"{' or '.join(hf_tokenizers.TOKENIZER_FILES)} (decoder-only); point VOCABULARY_PATH "
+          "at a SentencePiece .model file or a Hugging Face checkpoint directory.")
     return candidate
   if not os.path.isfile(path):
     raise FileNotFoundError(
@@ -62,7 +70,9 @@ def get_vocabulary(path: str | None = None, *, kind: str = "t5",
   so tasks built from it compare equal cheaply.
 
   Args:
-    path: None, a .model file, or a Hugging Face checkpoint directory with spiece.model.
+    path: None, a .model file, or a Hugging Face checkpoint directory with spiece.model;
+      a local decoder-only model directory gives `hf_tokenizers.decoder_vocabulary(path)`'s
+      vocabulary (its own BOS/EOS/pad ids; `kind` and `extra_ids` do not apply).
     kind: "t5" or "mt5"; used only when `path` is None.
     extra_ids: sentinel ids appended after the SentencePiece pieces (100 for all T5s).
 
@@ -71,6 +81,8 @@ def get_vocabulary(path: str | None = None, *, kind: str = "t5",
   """
   if extra_ids < 0:
     raise ValueError(f"extra_ids must be >= 0, got {extra_ids}.")
+  if path is not None and hf_tokenizers.is_decoder_directory(path):
+    return hf_tokenizers.decoder_vocabulary(path).vocabulary
   return _load(resolve_vocabulary_path(path, kind=kind), extra_ids)
 
 
@@ -86,6 +98,8 @@ def same_vocabulary(a: seqio.Vocabulary, b: seqio.Vocabulary) -> bool:
   """
   if a is b:
     return True
+  if type(a) is not type(b):  # e.g. a decoder's tokenizer.model vs T5's reading of that file
+    return False
   file_a = getattr(a, "sentencepiece_model_file", None)
   file_b = getattr(b, "sentencepiece_model_file", None)
   if file_a is None or file_b is None:
