@@ -79,3 +79,24 @@ def test_schedule_errors_name_the_value():
     optim.adafactor(learning_rate_schedule="step", train_steps=4)
   with pytest.raises(ValueError, match="TRAIN_STEPS"):
     optim.adafactor(learning_rate_schedule="linear", train_steps=None)
+
+
+def test_cpu_demo_decays_its_rate_and_the_paper_recipe_does_not():
+  import gin  # pylint: disable=g-import-not-at-top
+  from tests.test_model import REPO  # pylint: disable=g-import-not-at-top
+
+  def optimizer_of(files):
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO / "gin_configs"))
+    try:
+      gin.parse_config_files_and_bindings(files, ["MODEL_DIR = '/unused'",
+                                                  "MIXTURE_OR_TASK_NAME = 'demo'"])
+      schedule = gin.query_parameter("optim.adafactor.learning_rate_schedule")
+      assert repr(schedule) == "%LEARNING_RATE_SCHEDULE"  # the optimizer reads the macro
+      return gin.query_parameter("%LEARNING_RATE_SCHEDULE"), gin.query_parameter("%TRAIN_STEPS")
+    finally:
+      gin.clear_config()
+
+  assert optimizer_of(["runs/cpu_demo.gin"]) == ("linear", 1000)
+  assert optimizer_of(["models/t5_1_1_small_prompt.gin", "runs/prompt_finetune.gin"])[0] == \
+      "constant"
