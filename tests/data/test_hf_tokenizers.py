@@ -9,7 +9,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from prompt_tuning.data import demo, hf_tokenizers, tasks, vocabularies
+from prompt_tuning.data import demo, hf_tokenizers, jsonl, tasks, vocabularies
 from tests.data import decoder_tokenizers
 
 STRINGS = ("the movie was great", "Hello World!", "a  dull   plot", "zebra quartz ü 東京",
@@ -123,6 +123,11 @@ def test_vocabulary_path_hook_and_task_copy(dirs, tmp_path):
   assert name.startswith(demo.TASK_NAME + ".vocab_")
   assert tasks.get_mixture_or_task(name).output_features["targets"].vocabulary is vocab
   assert tasks.with_vocabulary(demo.TASK_NAME, directory) == name
+  # VOCABULARY_PATH of data/jsonl.gin: the JSONL task tokenizes with the directory's tokenizer.
+  (tmp_path / "train.jsonl").write_text('{"inputs": "hello world", "targets": "positive"}\n')
+  jsonl_name = jsonl.jsonl_task(train=str(tmp_path / "train.jsonl"), vocabulary_path=directory,
+                                name="decoder_vocabulary_path_test")
+  assert tasks.get_mixture_or_task(jsonl_name).output_features["inputs"].vocabulary is vocab
   # A T5 directory keeps its spiece.model even when it also has a tokenizer.json.
   t5_dir = decoder_tokenizers.llama_like(tmp_path / "t5")
   (t5_dir / "spiece.model").write_bytes(open(demo.VOCABULARY_PATH, "rb").read())
