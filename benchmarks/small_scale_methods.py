@@ -279,7 +279,7 @@ def lm_adaptation_plan(seeds) -> list[Run]:
   folders = sorted(p for p in pathlib.Path(LM_ADAPTED_MORE).glob("lm_adapted_*")
                    if p.is_dir()) if os.path.isdir(LM_ADAPTED_MORE) else []
   checkpoints = ["span_corruption"] + [str(p) for p in folders]
-  return [Run(seed=seed, checkpoint=c) for c in checkpoints for seed in seeds]
+  return [Run(seed=seed, checkpoint=c) for seed in seeds for c in checkpoints]
 
 
 PLANS = {"recipe": recipe_plan, "length": length_plan, "seeds": seeds_plan,
