@@ -383,7 +383,9 @@ def _hf_vocabulary(path: str, files: _Files) -> HfTokenizerVocabulary:
     logging.warning("%s: tokenizer_config.json says add_bos_token=%s but the tokenizer's "
                     "post-processor %s; following the post-processor, as transformers does.",
                     files.dir, wanted, "adds one" if bos_id is not None else "adds none")
-  return HfTokenizerVocabulary(text, SpecialIds(bos_id, eos_id, pad_id), path)
+  vocabulary = HfTokenizerVocabulary(text, SpecialIds(bos_id, eos_id, pad_id), path)
+  vocabulary._tokenizer = tokenizer  # pylint: disable=protected-access  # parsed once
+  return vocabulary
 
 
 def _sentencepiece_vocabulary(path: str, files: _Files) -> SentencePieceDecoderVocabulary:
