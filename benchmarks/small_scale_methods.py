@@ -373,27 +373,35 @@ def methods_table(results: dict[str, dict]) -> str:
   design = json.load(open(MINI_RESULTS)) if MINI_RESULTS.exists() else {}
   recipe = dict(init="class_labels", length=20, dropout=0.0, learning_rate=0.3)
   plain = dict(method="prompt", steps=2000, schedule="constant", **recipe)
-  rows = [("untrained prompt (its class-label init)", 0, plain),
-          ("plain prompt", 600, plain), ("plain prompt", 1000, plain),
-          ("plain prompt", 2000, plain),
-          ("plain prompt, rate decayed linearly to 0", 1000,
-           dict(plain, steps=1000, schedule="linear")),
-          ("residual (methods/residual.gin)", 600, dict(recipe, method="residual", steps=600)),
-          ("DePT (methods/dept.gin)", 600,
-           dict(recipe, method="dept", steps=600, low_rank_learning_rate=DEPT_LOW_RANK_LEARNING_RATE)),
-          ("deep (methods/deep.gin)", 600, dict(recipe, method="deep", steps=2000)),
-          ("deep (methods/deep.gin)", 2000, dict(recipe, method="deep", steps=2000)),
-          ("model tuning (every weight, Adafactor 1e-3)", 200,
+  decayed = lambda method, **more: dict(recipe, method=method, steps=1000, schedule="linear",
+                                        **more)
+  constant = lambda method, steps, **more: dict(recipe, method=method, steps=steps,
+                                                schedule="constant", **more)
+  dept_rate = DEPT_LOW_RANK_LEARNING_RATE
+  rows = [("untrained prompt (its class-label init)", "", 0, plain),
+          ("plain prompt", "constant", 1000, plain), ("plain prompt", "constant", 2000, plain),
+          ("plain prompt", "decayed", 1000, decayed("prompt")),
+          ("residual (methods/residual.gin)", "constant", 600, constant("residual", 600)),
+          ("residual (methods/residual.gin)", "decayed", 1000, decayed("residual")),
+          ("DePT (methods/dept.gin), low-rank rate 5e-3", "constant", 600,
+           constant("dept", 600, low_rank_learning_rate=5e-3)),
+          (f"DePT (methods/dept.gin), low-rank rate {dept_rate:g}", "decayed", 1000,
+           decayed("dept", low_rank_learning_rate=dept_rate)),
+          ("deep (methods/deep.gin)", "constant", 600, constant("deep", 600)),
+          ("deep (methods/deep.gin)", "constant", 2000, constant("deep", 2000)),
+          ("deep (methods/deep.gin)", "decayed", 1000, decayed("deep")),
+          ("model tuning (every weight, Adafactor 1e-3)", "constant", 200,
            dict(method="model_tuning", steps=200))]
-  lines = ["| method | steps | " + " | ".join(mini.TASKS) + " |", "|---|---|" + "---|" * len(mini.TASKS),
-           "| majority class | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
+  lines = ["| method | rate | steps | " + " | ".join(mini.TASKS) + " |",
+           "|---|---|---|" + "---|" * len(mini.TASKS),
+           "| majority class | | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
                                               for t in mini.TASKS) + " |",
-           "| prompt design (frozen model, a written instruction) | | " + " | ".join(
+           "| prompt design (frozen model, a written instruction) | | | " + " | ".join(
                f"{design[f'{t}/prompt_design']['accuracy']:.1f}" if f"{t}/prompt_design" in design
                else "not run" for t in mini.TASKS) + " |"]
-  for name, step, fixed in rows:
+  for name, rate, step, fixed in rows:
     cells = [_cell(results, step, task=task, **fixed) for task in mini.TASKS]
-    lines.append(f"| {name} | {step:,} | " + " | ".join(cells) + " |")
+    lines.append(f"| {name} | {rate} | {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
