@@ -416,14 +416,15 @@ def lm_adaptation_table(results: dict[str, dict]) -> str:
     if checkpoint.startswith("lm_adapted_"):
       steps = int(checkpoint.rsplit("_", 1)[1])
       names[checkpoint] = (f"LM-adapted {steps:,} steps", steps)
-  lines = ["| frozen model | untrained prompt (step 0) | 1,000 steps |", "|---|---|---|"]
+  lines = ["| frozen model | seeds | untrained prompt (step 0) | 1,000 steps |", "|---|---|---|---|"]
   for checkpoint, (name, _) in sorted(names.items(), key=lambda kv: kv[1][1]):
     runs = {r["run"]["seed"]: r for r in sorted(results.values(), key=lambda r: r["run"]["steps"])
             if os.path.basename(r["run"]["checkpoint"]) == checkpoint
             and all(r["run"][k] == v for k, v in plain.items())}.values()  # one run a seed
     runs = list(runs)
     if runs:
-      lines.append(f"| {name} | {_stats(accuracy(runs, 0))} | {_stats(accuracy(runs, 1000))} |")
+      lines.append(f"| {name} | {len(runs)} | {_stats(accuracy(runs, 0))} | "
+                   f"{_stats(accuracy(runs, 1000))} |")
   return "\n".join(lines)
 
 
