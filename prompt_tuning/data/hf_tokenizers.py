@@ -60,7 +60,23 @@ class SpecialIds:
   pad_id: int
 
 
-class HfTokenizerVocabulary(seqio.Vocabulary):
+class _WithSpecialIds:
+  """bos_id, eos_id and pad_id from the class's `special_ids` (SpecialIds)."""
+
+  @property
+  def bos_id(self) -> int | None:
+    return self.special_ids.bos_id
+
+  @property
+  def eos_id(self) -> int:
+    return self.special_ids.eos_id
+
+  @property
+  def pad_id(self) -> int:
+    return self.special_ids.pad_id
+
+
+class HfTokenizerVocabulary(_WithSpecialIds, seqio.Vocabulary):
   """A `tokenizer.json` as a seqio vocabulary; encodes without special tokens.
 
   Decoding skips special tokens (BOS, EOS, pad), as `tokenizer.decode(ids,
@@ -86,18 +102,6 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   @property
   def special_ids(self) -> SpecialIds:
     return self._special_ids
-
-  @property
-  def bos_id(self) -> int | None:
-    return self._special_ids.bos_id
-
-  @property
-  def eos_id(self) -> int:
-    return self._special_ids.eos_id
-
-  @property
-  def pad_id(self) -> int:
-    return self._special_ids.pad_id
 
   @functools.cached_property
   def unk_id(self) -> int | None:
@@ -167,7 +171,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   __str__ = __repr__
 
 
-class SentencePieceDecoderVocabulary(seqio.SentencePieceVocabulary):
+class SentencePieceDecoderVocabulary(_WithSpecialIds, seqio.SentencePieceVocabulary):
   """A decoder's `tokenizer.model`: seqio's SentencePiece vocabulary (no extra ids) whose
   BOS/EOS/pad ids are the model directory's (SpecialIds), not the .model file's."""
 
@@ -179,21 +183,9 @@ class SentencePieceDecoderVocabulary(seqio.SentencePieceVocabulary):
   def special_ids(self) -> SpecialIds:
     return self._special_ids
 
-  @property
-  def bos_id(self) -> int | None:
-    return self._special_ids.bos_id
-
-  @property
-  def eos_id(self) -> int:
-    return self._special_ids.eos_id
-
-  @property
-  def pad_id(self) -> int:
-    return self._special_ids.pad_id
-
 
 @dataclasses.dataclass(frozen=True)
-class DecoderVocabulary:
+class DecoderVocabulary(_WithSpecialIds):
   """What `decoder_vocabulary` returns: the seqio vocabulary and the ids of the layout."""
   vocabulary: HfTokenizerVocabulary | SentencePieceDecoderVocabulary
   tokenizer_file: str
@@ -201,18 +193,6 @@ class DecoderVocabulary:
   @property
   def special_ids(self) -> SpecialIds:
     return self.vocabulary.special_ids
-
-  @property
-  def bos_id(self) -> int | None:
-    return self.special_ids.bos_id
-
-  @property
-  def eos_id(self) -> int:
-    return self.special_ids.eos_id
-
-  @property
-  def pad_id(self) -> int:
-    return self.special_ids.pad_id
 
 
 def special_ids(vocabulary: seqio.Vocabulary) -> SpecialIds:
