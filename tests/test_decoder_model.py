@@ -171,3 +171,144 @@ def test_loss_and_prompt_gradient_equal_peft(families):
   expected = table.grad.numpy()
   np.testing.assert_allclose(np.asarray(grads["prompt"]["prompt"]), expected, rtol=0,
                              atol=1e-4 * np.abs(expected).max())
+
+
+def _prompt_batch(inputs, ids=NO_BOS):
+  return decoder_features.to_prompt_batch(inputs, LENGTHS["inputs"], ids)  # left padding
+
+
+def _peft_generate(tuned, tokens, mask, new):
+  """PEFT's greedy tokens [batch, new] and where they are clear: every step so far had its
+  best token ahead of the second by more than float noise (a near tie in a random model may
+  flip either way)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    out = tuned.generate(input_ids=torch.tensor(tokens, dtype=torch.long),
+                         attention_mask=torch.tensor(mask.astype(np.int64)), max_new_tokens=new,
+                         do_sample=False, eos_token_id=EOS, pad_token_id=0, output_scores=True,
+                         return_dict_in_generate=True)
+  top2 = np.sort(torch.stack(out.scores, 1).numpy(), axis=-1)[..., -2:]
+  clear = np.cumprod(top2[..., 1] - top2[..., 0] > 1e-4, axis=1).astype(bool)
+  return out.sequences.numpy()[:, -new:], clear
+
+
+@pytest.mark.parametrize("case", ["llama", "gpt2"])
+def test_greedy_equals_peft_generate(families, case):
+  """Batched left-padded greedy decoding equals PEFT's `generate` token by token, and each
+  row equals itself decoded alone. Llama: PEFT's own left-padded batch. GPT-2: PEFT drops
+  position ids, so its GPT-2 counts the padding slots as positions; each row is compared with
+  PEFT on that row alone, which is what our padded row computes."""
+  hf, model, params = families[case]
+  inputs = [x for x in _examples(seed=3)[0] + [[7, 8]] if x]
+  batch = _prompt_batch(inputs)
+  new = 6
+  predict = jax.jit(lambda p, b: model.predict(p, b, max_new_tokens=new))
+  ours = np.asarray(predict(params, batch))
+  tuned = _peft(hf, _peft_prompt(model, params))
+  if case == "gpt2":
+    rows = [_peft_generate(tuned, np.asarray([x]), np.ones((1, len(x)), bool), new)
+            for x in inputs]
+    theirs, clear = (np.concatenate(parts) for parts in zip(*rows))
+  else:
+    theirs, clear = _peft_generate(tuned, batch["tokens"], batch["mask"], new)
+  assert clear[:, 0].all() and clear.sum() >= clear.size // 2, clear
+  np.testing.assert_array_equal(ours[clear], theirs[clear])
+  for row, x in enumerate(inputs):
+    alone = np.asarray(predict(params, _prompt_batch([x])))
+    np.testing.assert_array_equal(alone[0], ours[row])
+
+
+def test_cached_greedy_equals_an_uncached_argmax_loop(families):
+  """The prompt lives in the prefill: each step runs one token on the cache, and gives the
+  argmax of a full forward over [BOS] + P + inputs + the tokens so far."""
+  _, model, params = families["qwen2"]
+  model = decoder_model.PromptedDecoderModel(model.config, P, eos_id=EOS, bos_id=1)
+  inputs = [[5, 6, 7, 8, 9], [10, 11]]
+  new = 4
+  ours = np.asarray(jax.jit(lambda p, b: model.predict(p, b, max_new_tokens=new))(
+      params, _prompt_batch(inputs, WITH_BOS)))
+  full = jax.jit(lambda p, t, m: model._run(p, *model._sequence(p, t, m, (), {"tokens": t})[:2]))
+  for row, x in enumerate(inputs):
+    seq = [1] + x
+    for step in range(new):
+      tokens = np.asarray([seq])
+      logits = np.asarray(full(params, tokens, np.ones_like(tokens, bool)))
+      seq.append(int(np.argmax(logits[0, -1])))
+      if seq[-1] == EOS:
+        break
+    np.testing.assert_array_equal(ours[row, :len(seq) - 1 - len(x)], seq[1 + len(x):])
+
+
+def test_rank_classification_picks_the_best_candidate(families):
+  """score_candidates equals `score` of every (input, candidate) pair, and its argmax is the
+  candidate with the highest hand-summed log-probability."""
+  _, model, params = families["gemma"]
+  model = decoder_model.PromptedDecoderModel(model.config, P, eos_id=EOS, bos_id=1)
+  inputs = [[5, 6, 7], [8, 9, 10, 11, 12]]
+  candidates = [[20, EOS], [30, 31, EOS], [40, EOS]]
+  tokens = np.zeros((3, 3), np.int32)
+  for i, c in enumerate(candidates):
+    tokens[i, :len(c)] = c
+  got = np.asarray(jax.jit(model.score_candidates)(
+      params, _prompt_batch(inputs, WITH_BOS), {"tokens": tokens, "mask": tokens > 0}))
+  pairs = decoder_features.to_model_batch(
+      [x for x in inputs for _ in candidates], [c for _ in inputs for c in candidates],
+      LENGTHS, WITH_BOS)
+  each = np.asarray(jax.jit(model.score)(params, pairs)).reshape(2, 3)
+  np.testing.assert_allclose(got, each, atol=1e-4)
+  # By hand: the log-softmax of full forwards over [BOS] + P + x + c, summed over c.
+  full = jax.jit(lambda p, t, m: model._run(p, *model._sequence(p, t, m, (), {"tokens": t})[:2]))
+  for row, x in enumerate(inputs):
+    sums = []
+    for c in candidates:
+      seq = np.asarray([[1] + x + c])
+      log_p = jax.nn.log_softmax(full(params, seq, np.ones_like(seq, bool))[0])
+      start = P + 1 + len(x)
+      sums.append(sum(float(log_p[start + i - 1, t]) for i, t in enumerate(c)))
+    assert int(np.argmax(got[row])) == int(np.argmax(sums))
+    np.testing.assert_allclose(got[row], sums, atol=1e-4)
+
+
+def test_prompt_table_rows_equal_each_prompt_alone(families):
+  _, model, params = families["llama"]
+  prompts = [_prompt(model.config.d_model, 5)[:2], _prompt(model.config.d_model, 6)]
+  table = model.with_prompt_table(params, prompts)
+  inputs, targets = _examples()
+  for side in ("right", "left"):
+    batch = decoder_features.to_model_batch(inputs, targets, LENGTHS, NO_BOS, padding_side=side)
+    batch["prompt_ids"] = np.array([0, 1, 0], np.int32)
+    mixed = np.asarray(model.score(table, batch))
+    for row, pid in enumerate(batch["prompt_ids"]):
+      alone = decoder_model.PromptedDecoderModel(model.config, len(prompts[pid]), eos_id=EOS)
+      single = alone.with_prompt_file(params, prompts[pid], "p")
+      one = {k: v[row:row + 1] for k, v in batch.items() if k != "prompt_ids"}
+      np.testing.assert_allclose(mixed[row], np.asarray(alone.score(single, one))[0], atol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors(families):
+  _, model, params = families["llama"]
+  with pytest.raises(ValueError, match="eos_id=500"):
+    decoder_model.DecoderModel(model.config, eos_id=500)
+  with pytest.raises(ValueError, match="not a DecoderConfig"):
+    decoder_model.DecoderModel("llama", eos_id=2)
+  with pytest.raises(ValueError, match="PROMPT_LENGTH"):
+    model.with_prompt_file(params, np.zeros((P + 1, model.config.d_model)), "f.npy")
+  with pytest.raises(ValueError, match="lacks"):
+    model.score(params, {"tokens": np.zeros((1, 3), np.int32)})
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    model.predict(params, _prompt_batch([[5]]), max_new_tokens=0)
+
+
+def test_sampling_at_temperature_zero_and_one_beam_are_greedy(families):
+  """The cache state (prefill logits, positions, the started flag) also serves decoding.py's
+  sampling and beam search loops."""
+  _, model, params = families["gpt2"]
+  batch = _prompt_batch([[5, 6, 7, 8, 9], [10, 11]])
+  run = lambda **kw: np.asarray(jax.jit(lambda p, b: model.predict(
+      p, b, max_new_tokens=5, **kw))(params, batch))
+  greedy = run()
+  np.testing.assert_array_equal(run(method="sample", rng=jax.random.PRNGKey(0),
+                                    temperature=0.0), greedy)
+  np.testing.assert_array_equal(run(method="beam", beam_size=1), greedy)
+  sampled = run(method="sample", rng=jax.random.PRNGKey(0), temperature=1.0)
+  assert sampled.shape == greedy.shape and ((sampled >= 0) & (sampled < 97)).all()
