@@ -2,7 +2,9 @@
 
     python -m benchmarks.small_scale_methods --plan recipe     # run what is missing, then draw
     python -m benchmarks.small_scale_methods --plan methods
-    python -m benchmarks.small_scale_methods --draw_only       # tables and plots from results
+    python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
+
+Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation.
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
