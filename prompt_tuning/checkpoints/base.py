@@ -130,6 +130,31 @@ def read_bytes(path: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # Trees: nested dicts <-> flat dicts keyed by '/'-joined paths.
 
+MAX_PROBLEMS = 20  # lines of a tree mismatch shown in one error
+
+
+def tree_problems(found: Mapping[str, Any], expected: Mapping[str, Any],
+                  mismatch: Callable[[str, str, str], str]) -> tuple[str, str]:
+  """What differs between two {'/'-path: array with .shape} trees, for one error message:
+  ('N mis-shaped, M missing, K unexpected', the lines, at most MAX_PROBLEMS), or ('', '')
+  if they agree. `mismatch(path, found shape, expected shape)` words a mis-shaped line."""
+  mismatched = [k for k in sorted(expected)
+                if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+  missing = [k for k in sorted(expected) if k not in found]
+  unexpected = [k for k in sorted(found) if k not in expected]
+  problems = [mismatch(k, shape_str(found[k].shape), shape_str(expected[k].shape))
+              for k in mismatched]
+  problems += [f"missing: {k} {shape_str(expected[k].shape)}" for k in missing]
+  problems += [f"unexpected: {k} {shape_str(found[k].shape)}" for k in unexpected]
+  if not problems:
+    return "", ""
+  shown = problems[:MAX_PROBLEMS]
+  if len(problems) > MAX_PROBLEMS:
+    shown.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+  counts = f"{len(mismatched)} mis-shaped, {len(missing)} missing, {len(unexpected)} unexpected"
+  return counts, "\n  ".join(shown)
+
+
 def link_new(source: str, path: str) -> bool:
   """Hard-links local `source` as `path`: the file appears whole, and an existing `path` is
   never replaced (FileExistsError, atomically); False on a file system without hard links

@@ -32,7 +32,6 @@ from prompt_tuning.checkpoints import base, huggingface, loading
 from prompt_tuning.checkpoints.base import CheckpointError, LazyArray
 from prompt_tuning.t5.config import frozen_dtype as check_frozen_dtype
 
-_MAX_PROBLEMS = 20
 # Buffers some files carry that are not weights (GPT-2's causal mask, old Llama's RoPE rates).
 _BUFFERS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 
@@ -152,21 +151,11 @@ def check_config_agrees(path: str, config: DecoderConfig) -> None:
 def _check_tensors(path: str, found: dict[str, np.ndarray],
                    expected: dict[str, _Tensor]) -> None:
   """One CheckpointError listing every mis-shaped, missing and unexpected tensor."""
-  mismatched = [n for n in expected if n in found and tuple(found[n].shape) != expected[n].shape]
-  missing = [n for n in expected if n not in found]
-  unexpected = sorted(n for n in found if n not in expected)
-  problems = [f"{n}: the file has {base.shape_str(found[n].shape)}, config.json implies "
-              f"{base.shape_str(expected[n].shape)}" for n in mismatched]
-  problems += [f"missing: {n} {base.shape_str(expected[n].shape)}" for n in missing]
-  problems += [f"unexpected: {n} {base.shape_str(found[n].shape)}" for n in unexpected]
-  if problems:
-    shown = problems[:_MAX_PROBLEMS]
-    if len(problems) > _MAX_PROBLEMS:
-      shown.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
+  counts, lines = base.tree_problems(
+      found, expected, lambda n, got, want: f"{n}: the file has {got}, config.json implies {want}")
+  if counts:
     raise CheckpointError(
-        f"Hugging Face checkpoint {path!r} does not fit its config.json ({len(mismatched)} "
-        f"mis-shaped, {len(missing)} missing, {len(unexpected)} unexpected):\n  "
-        + "\n  ".join(shown)
+        f"Hugging Face checkpoint {path!r} does not fit its config.json ({counts}):\n  " + lines
         + "\nThe weights and config.json must come from the same model: download both again.")
 
 

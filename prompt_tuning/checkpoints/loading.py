@@ -39,7 +39,6 @@ READERS: dict[str, Reader] = {
     "orbax": job.read_trainable_leaves,  # a model-tuning run of this library's train job
 }
 
-_MAX_PROBLEMS = 20
 
 
 def _subfolders(path: str) -> list[str]:
@@ -126,22 +125,11 @@ def check_tree(path: str, fmt: str, lazy: Mapping[str, LazyArray],
 
   `expected` maps '/'-paths to objects with `.shape` (e.g. jax.ShapeDtypeStruct).
   """
-  mismatched = [k for k in sorted(expected)
-                if k in lazy and tuple(lazy[k].shape) != tuple(expected[k].shape)]
-  missing = [k for k in sorted(expected) if k not in lazy]
-  unexpected = [k for k in sorted(lazy) if k not in expected]
-  problems = [f"shape mismatch: {k}: checkpoint {base.shape_str(lazy[k].shape)}, model "
-              f"{base.shape_str(expected[k].shape)}" for k in mismatched]
-  problems += [f"missing: {k} {base.shape_str(expected[k].shape)}" for k in missing]
-  problems += [f"unexpected: {k} {base.shape_str(lazy[k].shape)}" for k in unexpected]
-  if problems:
-    shown = problems[:_MAX_PROBLEMS]
-    if len(problems) > _MAX_PROBLEMS:
-      shown.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
+  counts, lines = base.tree_problems(
+      lazy, expected, lambda k, got, want: f"shape mismatch: {k}: checkpoint {got}, model {want}")
+  if counts:
     raise CheckpointError(
-        f"{fmt} checkpoint {path!r} does not fit the model config ({len(mismatched)} "
-        f"mis-shaped, {len(missing)} missing, {len(unexpected)} unexpected):"
-        "\n  " + "\n  ".join(shown)
+        f"{fmt} checkpoint {path!r} does not fit the model config ({counts}):\n  " + lines
         + "\nCheck that the config names the checkpoint's architecture (for Hugging Face, "
         "huggingface.config_from_hf(path) reads it).")
 
