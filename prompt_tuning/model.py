@@ -138,9 +138,7 @@ class T5Model:
 
   def param_axes(self) -> Params:
     """The parameter tree with a logical axis-name tuple per leaf, e.g. ('vocab', 'embed')."""
-    specs = nn.get_partition_spec(self._abstract_variables())
-    return jax.tree.map(tuple, specs,
-                        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    return network.logical_axes(self._abstract_variables())
 
   def init_params(self, rng: Array, frozen_params: Params) -> Params:
     """The full tree from the loaded frozen one; nothing to add here."""

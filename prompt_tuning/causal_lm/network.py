@@ -140,8 +140,7 @@ def param_shapes(config: DecoderConfig):
 
 def param_axes(config: DecoderConfig):
   """Nested dict of logical axis-name tuples, one per parameter."""
-  specs = nn.get_partition_spec(_abstract_variables(DecoderOnly(config))["params"])
-  return jax.tree.map(tuple, specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  return t5_network.logical_axes(_abstract_variables(DecoderOnly(config))["params"])
 
 
 def init_params(config: DecoderConfig, rng: Array):

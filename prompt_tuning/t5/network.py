@@ -231,6 +231,12 @@ def strip_axes(boxed):
                       is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
+def logical_axes(boxed):
+  """The logical axis-name tuple of each boxed parameter (nn.with_logical_partitioning)."""
+  specs = nn.get_partition_spec(boxed)
+  return jax.tree.map(tuple, specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
 def param_shapes(config: T5Config):
   """Nested dict of jax.ShapeDtypeStruct, the tree a checkpoint must fill."""
   return strip_axes(_abstract_variables(Transformer(config))["params"])
@@ -238,8 +244,7 @@ def param_shapes(config: T5Config):
 
 def param_axes(config: T5Config):
   """Nested dict of logical axis-name tuples, one per parameter."""
-  specs = nn.get_partition_spec(_abstract_variables(Transformer(config))["params"])
-  return jax.tree.map(tuple, specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  return logical_axes(_abstract_variables(Transformer(config))["params"])
 
 
 def init_params(config: T5Config, rng: Array):
