@@ -43,7 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results" / "small_scale_methods"
 COSTS = ROOT / "benchmarks" / "results" / "small_scale_methods_costs.json"
 DOC = ROOT / "docs" / "methods.md"
+PLOT = ROOT / "docs" / "methods_curves.png"
 MINI_RESULTS = ROOT / "benchmarks" / "results" / "mini_t5_prompt_tuning.json"
+TASKS = ("wordnet_topic", "wordnet_pos")  # the two tasks of issue 19's tables (mini.TASKS may grow)
 METHODS = ("prompt", "residual", "deep", "dept", "model_tuning")
 METHOD_NAMES = {"prompt": "plain prompt", "residual": "residual (methods/residual.gin)",
                 "deep": "deep (methods/deep.gin)", "dept": "DePT (methods/dept.gin)",
@@ -245,12 +247,12 @@ def init_plan(seeds) -> list[Run]:
 def schedule_plan(seeds) -> list[Run]:
   """The rate decayed linearly to 0 over 1,000 steps, against the constant rate of
   seeds_plan (whose curve gives step 1,000), every seed, both tasks."""
-  return [Run(task=task, seed=seed, schedule="linear") for seed in seeds for task in mini.TASKS]
+  return [Run(task=task, seed=seed, schedule="linear") for seed in seeds for task in TASKS]
 
 
 def seeds_plan(seeds) -> list[Run]:
   """The chosen recipe (no dropout, Adafactor 0.3) on both tasks, every seed, 2,000 steps."""
-  return [Run(task=task, seed=seed, steps=2000) for seed in seeds for task in mini.TASKS]
+  return [Run(task=task, seed=seed, steps=2000) for seed in seeds for task in TASKS]
 
 
 def methods_plan(seeds) -> list[Run]:
@@ -258,9 +260,9 @@ def methods_plan(seeds) -> list[Run]:
   1e-3, T5X's fine-tuning rate) at a third of the budget, which it needs less of. Deep prompts,
   the strongest, also run 2,000 steps like the plain prompt of seeds_plan."""
   method = lambda m, steps=600: [Run(task=task, seed=seed, method=m, steps=steps)
-                                 for seed in seeds for task in mini.TASKS]
+                                 for seed in seeds for task in TASKS]
   model_tuning = [Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
-                  for seed in seeds for task in mini.TASKS]
+                  for seed in seeds for task in TASKS]
   return method("deep", 2000) + method("dept") + method("residual") + model_tuning
 
 
@@ -268,7 +270,7 @@ def decayed_methods_plan(seeds) -> list[Run]:
   """Each method with the rate decayed linearly to 0 over 1,000 steps (schedule_plan's recipe
   for the plain prompt), seed by seed."""
   return [Run(task=task, seed=seed, method=m, schedule="linear")
-          for seed in seeds for m in ("deep", "dept", "residual") for task in mini.TASKS]
+          for seed in seeds for m in ("deep", "dept", "residual") for task in TASKS]
 
 
 LM_ADAPTED_MORE = "/tmp/lm_more"  # where docs/mini_t5.md's longer LM adaptation leaves its steps
@@ -387,7 +389,8 @@ def methods_table(results: dict[str, dict]) -> str:
   """Each method beside the baselines: test accuracy (seeds' mean ± sd) per task, at the
   step shown (a longer run's curve gives the earlier steps)."""
   design = json.load(open(MINI_RESULTS)) if MINI_RESULTS.exists() else {}
-  recipe = dict(init="class_labels", length=20, dropout=0.0, learning_rate=0.3)
+  recipe = dict(init="class_labels", length=20, dropout=0.0, learning_rate=0.3,
+                checkpoint="lm_adapted")
   plain = dict(method="prompt", steps=2000, schedule="constant", **recipe)
   decayed = lambda method, **more: dict(recipe, method=method, steps=1000, schedule="linear",
                                         **more)
@@ -408,15 +411,15 @@ def methods_table(results: dict[str, dict]) -> str:
           ("deep (methods/deep.gin)", "decayed", 1000, decayed("deep")),
           ("model tuning (every weight, Adafactor 1e-3)", "constant", 200,
            dict(method="model_tuning", steps=200))]
-  lines = ["| method | rate | steps | " + " | ".join(mini.TASKS) + " |",
-           "|---|---|---|" + "---|" * len(mini.TASKS),
+  lines = ["| method | rate | steps | " + " | ".join(TASKS) + " |",
+           "|---|---|---|" + "---|" * len(TASKS),
            "| majority class | | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
-                                              for t in mini.TASKS) + " |",
+                                              for t in TASKS) + " |",
            "| prompt design (frozen model, a written instruction) | | | " + " | ".join(
                f"{design[f'{t}/prompt_design']['accuracy']:.1f}" if f"{t}/prompt_design" in design
-               else "not run" for t in mini.TASKS) + " |"]
+               else "not run" for t in TASKS) + " |"]
   for name, rate, step, fixed in rows:
-    cells = [_cell(results, step, task=task, **fixed) for task in mini.TASKS]
+    cells = [_cell(results, step, task=task, **fixed) for task in TASKS]
     lines.append(f"| {name} | {rate} | {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -473,6 +476,52 @@ def measure_costs() -> dict[str, dict]:
   return out
 
 
+def curves(results: dict[str, dict], task: str, **fixed) -> tuple[list[int], list[float],
+                                                                   list[float]]:
+  """The test learning curve of the runs matching `fixed`: steps, seeds' means and sds
+  (the sd is 0 for a single seed), at the steps every one of those runs recorded."""
+  runs = [r for g in _group(results, task=task, **fixed).values() for r in g]
+  steps = sorted(set.intersection(*({int(s) for s in r["curve"]} for r in runs))) if runs else []
+  values = [accuracy(runs, s) for s in steps]
+  return (steps, [statistics.mean(v) for v in values],
+          [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values])
+
+
+def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
+  """One panel per task: each method's test accuracy along its decayed 1,000-step runs
+  (mean of the seeds, ± sd shaded), model tuning's and the majority class's as lines.
+  False (and nothing written) without matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print("matplotlib is not installed (pip install matplotlib); no plot.")
+    return False
+  recipe = dict(init="class_labels", length=20, dropout=0.0, learning_rate=0.3, steps=1000,
+                schedule="linear", checkpoint="lm_adapted")
+  fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.8), sharey=True)
+  for ax, task in zip(axes, TASKS):
+    for method in ("prompt", "residual", "deep", "dept"):
+      steps, mean, sd = curves(results, task, method=method, **recipe)
+      if steps:
+        line, = ax.plot(steps, mean, marker="o", ms=3, label=METHOD_NAMES[method].split(" (")[0])
+        ax.fill_between(steps, np.subtract(mean, sd), np.add(mean, sd),
+                        color=line.get_color(), alpha=0.15)
+    tuned = [v for g in _group(results, task=task, method="model_tuning").values()
+             for v in accuracy(g, 200)]
+    if tuned:
+      ax.axhline(statistics.mean(tuned), color="k", ls="--", lw=1, label="model tuning")
+    ax.axhline(mini.majority_accuracy(task), color="grey", ls=":", lw=1, label="majority class")
+    ax.set(title=task, xlabel="training step (rate decayed linearly to 0 at 1,000)")
+  axes[0].set_ylabel("test accuracy (%)")
+  axes[-1].legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--plan", nargs="+", default=[], choices=sorted(PLANS))
@@ -495,7 +544,7 @@ def main(argv=None) -> None:
   costs_data = measure_costs() if args.costs else (
       json.load(open(COSTS)) if COSTS.exists() else {})
   results = load_results()
-  blocks = {f"recipe_{task}": recipe_table(results, task) for task in mini.TASKS}
+  blocks = {f"recipe_{task}": recipe_table(results, task) for task in TASKS}
   blocks["methods_results"] = methods_table(results)
   blocks["lm_adaptation"] = lm_adaptation_table(results)
   blocks["methods_costs"] = costs_table(costs_data)
@@ -507,6 +556,8 @@ def main(argv=None) -> None:
     print(f"\n{name}\n{block}")
     if not args.no_docs and DOC.exists():
       machine.write_docs_block(name, block, DOC)
+  if not args.no_docs:
+    plot_curves(results, PLOT)
 
 
 if __name__ == "__main__":
