@@ -5,11 +5,15 @@ r"""Prompts to and from Hugging Face PEFT prompt-tuning adapters.
     python -m prompt_tuning.peft_adapter import --adapter_dir=DIR --output=F.npy \
       [--base_model=HF_DIR] [--overwrite]
 
-`export` writes DIR (adapter_config.json + adapter_model.safetensors) so that
+HF_DIR is the Hugging Face directory of the frozen model; its config.json decides the kind:
+a T5 gives a SEQ_2_SEQ_LM adapter, a decoder-only model (Llama, Qwen2, Gemma, GPT-2) a
+CAUSAL_LM one. `export` writes DIR (adapter_config.json + adapter_model.safetensors) so that
 `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(HF_DIR), DIR)`
-scores as this library does with the prompt. `import` writes the adapter's encoder prompt as a
-float32 .npy [num_virtual_tokens, d_model], checked against HF_DIR's d_model when given.
-The format is described in prompt_tuning/checkpoints/peft.py.
+(or AutoModelForCausalLM) scores as this library does with the prompt (for a decoder: where
+the layouts agree, docs/decoder_only.md). `import` writes the adapter's prompt as a float32
+.npy [num_virtual_tokens, d_model], checked against HF_DIR (its d_model, its kind); a
+CAUSAL_LM adapter needs --base_model, since Gemma's prompt carries the embedding multiplier
+in PEFT and not here. The format is described in prompt_tuning/checkpoints/peft.py.
 
 Nothing is replaced unless --overwrite is given: export refuses a DIR that holds files, and
 import an existing F.npy. With --overwrite, export replaces only the adapter's two files in
@@ -33,8 +37,9 @@ def _flag_values() -> flags.FlagValues:
   values = flags.FlagValues()
   for name, help_text in [
       ("prompt_file", "export: the .npy prompt [prompt_length, d_model] (local or gs://)."),
-      ("base_model", "The Hugging Face T5 directory the prompt belongs to (import: optional, "
-                     "checks the width)."),
+      ("base_model", "The Hugging Face directory (T5 or decoder-only) the prompt belongs to "
+                     "(import: optional for a SEQ_2_SEQ_LM adapter, where it checks the "
+                     "width; required for CAUSAL_LM)."),
       ("output_dir", "export: the adapter directory to write."),
       ("adapter_dir", "import: a PEFT prompt-tuning adapter directory."),
       ("output", "import: the .npy prompt file to write (local or gs://).")]:

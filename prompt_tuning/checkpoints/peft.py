@@ -2,23 +2,35 @@
 
 A PEFT prompt-tuning adapter is a directory with two files:
 
-  adapter_config.json        {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM",
-                              "num_virtual_tokens": p, "token_dim": d_model,
+  adapter_config.json        {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM" or
+                              "CAUSAL_LM", "num_virtual_tokens": p, "token_dim": d_model,
                               "num_transformer_submodules": 1 or 2, ...}
   adapter_model.safetensors  one tensor, `prompt_embeddings`:
                              [num_virtual_tokens * num_transformer_submodules, token_dim]
+
+The task type follows the base model's config.json: a T5 directory gives SEQ_2_SEQ_LM, a
+decoder-only one (Llama, Qwen2, Gemma, GPT-2: causal_lm/config.py) CAUSAL_LM. An adapter
+is read only for a base model of its own kind.
 
 For SEQ_2_SEQ_LM, PEFT (0.21) defaults to num_transformer_submodules=2 and saves 2p rows, but
 prompt tuning feeds only rows [0, p) to the encoder, in front of the embedded input (mask 1);
 rows [p, 2p) are never used. That is exactly this library's prefix prompt, so an export writes
 num_transformer_submodules=1 (p rows, the prompt itself) and an import takes rows [0, p) of
-either layout. Plain numpy, no torch or peft needed.
+either layout.
 
-A deep prompt [encoder layers, p, d_model] (methods/deep.gin) is refused: PEFT has no adapter
-that replaces each layer's hidden states at the prompt positions (its prefix tuning sets
-attention keys and values instead, which is not the same model).
+For CAUSAL_LM, PEFT saves p rows and puts them in front of the embedded input ids. Its rows
+are ours except for Gemma, whose embedding multiplier PEFT's rows must carry
+(`peft_embedding_factor`). Where PEFT's layout differs from ours (the prompt before BOS,
+docs/decoder_only.md), the same prompt sees another context there.
+
+Plain numpy, no torch or peft needed.
+
+A deep prompt [layers, p, d_model] (methods/deep.gin) is refused: PEFT has no adapter that
+replaces each layer's hidden states at the prompt positions (its prefix tuning sets attention
+keys and values instead, which is not the same model).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -34,32 +46,117 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 WEIGHTS_KEY = "prompt_embeddings"
 PEFT_TYPE = "PROMPT_TUNING"
-TASK_TYPE = "SEQ_2_SEQ_LM"
-_SUBMODULES = (1, 2)  # encoder only; encoder + decoder (PEFT's default for seq2seq)
+SEQ_2_SEQ_LM = "SEQ_2_SEQ_LM"
+CAUSAL_LM = "CAUSAL_LM"
+TASK_TYPE = SEQ_2_SEQ_LM  # T5's, the default
+# Allowed num_transformer_submodules, then PEFT's default when the config has none. Seq2seq:
+# encoder only, or encoder + decoder (PEFT's default); causal LM: the one stack.
+_SUBMODULES = {SEQ_2_SEQ_LM: ((1, 2), 2), CAUSAL_LM: ((1,), 1)}
+_T5_MODEL_TYPES = ("t5", "mt5")
+
+
+# ---------------------------------------------------------------------------------------------
+# The base model
+
+@dataclasses.dataclass(frozen=True)
+class BaseModel:
+  """What an adapter needs of its base model's config.json.
+
+  path: the Hugging Face directory; task_type: SEQ_2_SEQ_LM (T5) or CAUSAL_LM (decoder-only);
+  family: 't5', 'mt5' or a causal_lm family; d_model, num_layers, num_heads: the sizes PEFT
+  records; embedding_multiplier: what the network multiplies embedded rows by (Gemma's
+  sqrt(d_model), else 1).
+  """
+  path: str
+  task_type: str
+  family: str
+  d_model: int
+  num_layers: int
+  num_heads: int
+  embedding_multiplier: float = 1.0
+
+
+def read_base_model(base_model: str) -> BaseModel:
+  """The BaseModel of the Hugging Face directory `base_model` (its config.json).
+
+  A T5 config (model_type t5 / mt5) gives SEQ_2_SEQ_LM with transformers' T5 defaults; a
+  decoder-only one (causal_lm.config.config_from_hf) gives CAUSAL_LM; any other is refused,
+  naming what is supported.
+  """
+  base_model = os.fspath(base_model)
+  if not os.path.isfile(os.path.join(base_model, huggingface.CONFIG_FILE)):
+    raise ValueError(f"Base model {base_model!r} has no {huggingface.CONFIG_FILE}; give a "
+                     "local Hugging Face directory (config.json + safetensors) of a T5 or a "
+                     "decoder-only model (Llama, Qwen2, Gemma, GPT-2).")
+  hf = huggingface.read_hf_config(base_model, model_types=None)
+  if _is_t5(hf):
+    return BaseModel(base_model, SEQ_2_SEQ_LM, hf.get("model_type", "t5"),
+                     int(hf.get("d_model", 512)), int(hf.get("num_layers", 6)),
+                     int(hf.get("num_heads", 8)))
+  from prompt_tuning.causal_lm import config as decoder_config  # pylint: disable=g-import-not-at-top
+  try:
+    cfg = decoder_config.config_from_hf(hf)
+  except ValueError as e:
+    raise ValueError(f"Base model {base_model!r}: {e} PEFT adapters are written for T5 "
+                     "(t5, mt5) and those decoder-only families.") from None
+  return BaseModel(base_model, CAUSAL_LM, cfg.family, cfg.d_model, cfg.num_layers,
+                   cfg.num_heads, decoder_config.embedding_multiplier(cfg))
+
+
+def _is_t5(hf: dict[str, Any]) -> bool:
+  """T5 by model_type; without one (old T5 files), unless `architectures` names an LM head."""
+  if "model_type" in hf:
+    return hf["model_type"] in _T5_MODEL_TYPES
+  return not any(str(name).endswith(("ForCausalLM", "LMHeadModel"))
+                 for name in hf.get("architectures") or [])
+
+
+def peft_embedding_factor(hf_base: BaseModel) -> np.float32:
+  """PEFT's prompt rows = this library's prompt rows x this factor (1 but for Gemma).
+
+  Gemma multiplies its embedded input by sqrt(d_model). causal_lm/network.py does it to every
+  row the network receives, the prompt included, so our prompt lives in the space of the raw
+  embedding table (class-label rows are table rows). transformers 5 does it inside Gemma's
+  embedding module, and PEFT hands its prompt to the model as inputs_embeds, past that module:
+  to compute what we compute, PEFT's rows must already carry the multiplier. Both sides round
+  it to float32 (for float32 models), so export multiplies by that float32 value and import
+  divides by it. (transformers 4.x scaled inputs_embeds in Gemma's forward instead; an adapter
+  for it would need no factor.)
+  """
+  return np.float32(hf_base.embedding_multiplier)
+
+
+def _to_peft(prompt: np.ndarray, hf_base: BaseModel) -> np.ndarray:
+  return np.asarray(prompt, np.float32) * peft_embedding_factor(hf_base)
+
+
+def _from_peft(rows: np.ndarray, hf_base: BaseModel) -> np.ndarray:
+  return np.asarray(rows, np.float32) / peft_embedding_factor(hf_base)
 
 
 # ---------------------------------------------------------------------------------------------
 # Export: prompt -> adapter directory
 
 def base_model_width(base_model: str) -> int:
-  """d_model of the Hugging Face T5 directory `base_model` (its config.json)."""
-  return int(_base_config(base_model).get("d_model", 512))
+  """d_model of the Hugging Face directory `base_model` (T5 or decoder-only)."""
+  return read_base_model(base_model).d_model
 
 
-def adapter_config(prompt_length: int, base_model: str) -> dict[str, Any]:
-  """adapter_config.json for a [prompt_length, d_model] prompt on the encoder of `base_model`.
+def adapter_config(prompt_length: int, base_model: str | BaseModel) -> dict[str, Any]:
+  """adapter_config.json for a [prompt_length, d_model] prompt on `base_model`: T5's encoder
+  (SEQ_2_SEQ_LM) or a decoder-only model's input (CAUSAL_LM).
 
   Fields are those of PEFT's PromptTuningConfig; the sizes come from the base model's
-  config.json (with transformers' T5 defaults).
+  config.json.
   """
-  hf = _base_config(base_model)
-  return {"auto_mapping": None, "base_model_name_or_path": os.fspath(base_model),
+  hf_base = base_model if isinstance(base_model, BaseModel) else read_base_model(base_model)
+  return {"auto_mapping": None, "base_model_name_or_path": hf_base.path,
           "inference_mode": True, "modules_to_save": None,
-          "num_attention_heads": hf.get("num_heads", 8), "num_layers": hf.get("num_layers", 6),
+          "num_attention_heads": hf_base.num_heads, "num_layers": hf_base.num_layers,
           "num_transformer_submodules": 1, "num_virtual_tokens": int(prompt_length),
           "peft_type": PEFT_TYPE, "prompt_tuning_init": "RANDOM",
-          "prompt_tuning_init_text": None, "revision": None, "task_type": TASK_TYPE,
-          "token_dim": int(hf.get("d_model", 512)), "tokenizer_kwargs": None,
+          "prompt_tuning_init_text": None, "revision": None, "task_type": hf_base.task_type,
+          "token_dim": hf_base.d_model, "tokenizer_kwargs": None,
           "tokenizer_name_or_path": None}
 
 
@@ -74,7 +171,7 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
 
   Args:
     prompt: the prompt, any float dtype; written as float32.
-    base_model: the Hugging Face T5 directory the prompt was trained on.
+    base_model: the Hugging Face directory (T5 or decoder-only) the prompt was trained on.
     output_dir: a local directory: absent or empty; with `overwrite`, any directory (an
       earlier adapter's two files there are replaced).
     source: how errors name the prompt, e.g. "file 'step_300.npy'".
@@ -82,11 +179,13 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
   """
   _refuse_deep(prompt, source)
   prompt = prompts_io.check_prompt(prompt, None, source)
-  config = adapter_config(prompt.shape[0], base_model)
-  if prompt.shape[1] != config["token_dim"]:
+  hf_base = read_base_model(base_model)
+  config = adapter_config(prompt.shape[0], hf_base)
+  if prompt.shape[1] != hf_base.d_model:
     raise ValueError(f"Prompt {source} has width {prompt.shape[1]} but base model "
-                     f"{os.fspath(base_model)!r} has d_model {config['token_dim']}; give the "
-                     "Hugging Face directory of the model the prompt was trained on.")
+                     f"{hf_base.path!r} ({hf_base.family}) has d_model {hf_base.d_model}; give "
+                     "the Hugging Face directory of the model the prompt was trained on.")
+  prompt = _to_peft(prompt, hf_base)
   output_dir = _check_output_dir(output_dir, overwrite)
   if not os.path.isdir(output_dir):
     _write_new_dir(output_dir, prompt, config)
@@ -147,10 +246,11 @@ def export_adapter(prompt_file: str, base_model: str, output_dir: str,
   """Writes the .npy prompt `prompt_file` as a PEFT adapter at `output_dir`; returns it.
 
   `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base_model),
-  output_dir)` then computes what this library computes with the prompt as a prefix.
-  `overwrite`: see write_adapter.
+  output_dir)` then computes what this library computes with the prompt as a prefix; for a
+  decoder-only base, `AutoModelForCausalLM` computes what PromptedDecoderModel does where the
+  layouts agree (no BOS; docs/decoder_only.md). `overwrite`: see write_adapter.
   """
-  _base_config(base_model)  # bad paths fail before the prompt is read
+  read_base_model(base_model)  # bad paths fail before the prompt is read
   _check_output_dir(output_dir, overwrite)
   prompt = _load_prompt(os.fspath(prompt_file))
   write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}", overwrite)
@@ -171,17 +271,9 @@ def _refuse_deep(value: Any, source: str) -> None:
     raise ValueError(
         f"Prompt {source} has shape {value.shape}: a deep prompt [encoder layers, "
         "PROMPT_LENGTH, d_model] (methods/deep.gin), which no PEFT adapter holds: PEFT's "
-        "prompt tuning has one prompt at the encoder's input, and its prefix tuning sets "
+        "prompt tuning has one prompt at the model's input, and its prefix tuning sets "
         "each layer's attention keys and values, not the hidden states a deep prompt "
         "replaces. Serve it with this library (eval or infer with --gin_file=methods/deep.gin).")
-
-
-def _base_config(base_model: str) -> dict[str, Any]:
-  base_model = os.fspath(base_model)
-  if not os.path.isfile(os.path.join(base_model, huggingface.CONFIG_FILE)):
-    raise ValueError(f"Base model {base_model!r} has no {huggingface.CONFIG_FILE}; give a "
-                     "local Hugging Face T5 directory (config.json + safetensors).")
-  return huggingface.read_hf_config(base_model)
 
 
 def _check_output_dir(output_dir: str, overwrite: bool = False) -> str:
@@ -214,7 +306,8 @@ def _check_output_dir(output_dir: str, overwrite: bool = False) -> str:
 # Import: adapter directory -> prompt
 
 def read_adapter_config(adapter_dir: str) -> dict[str, Any]:
-  """adapter_config.json of `adapter_dir`, checked: a seq2seq prompt-tuning adapter."""
+  """adapter_config.json of `adapter_dir`, checked: a SEQ_2_SEQ_LM or CAUSAL_LM prompt-tuning
+  adapter."""
   file = os.path.join(os.fspath(adapter_dir), CONFIG_FILE)
   if not os.path.isdir(adapter_dir):
     raise ValueError(f"Adapter directory {os.fspath(adapter_dir)!r} does not exist; give the "
@@ -239,35 +332,66 @@ def _check_config(config: dict[str, Any], file: str) -> None:
   if config.get("peft_type") != PEFT_TYPE:
     raise ValueError(f"{file!r} has peft_type {config.get('peft_type')!r}; only {PEFT_TYPE} "
                      "adapters hold a prompt (PromptTuningConfig).")
-  if config.get("task_type") != TASK_TYPE:
-    raise ValueError(f"{file!r} has task_type {config.get('task_type')!r}; only {TASK_TYPE} "
-                     "adapters (prompts for T5's encoder) are read.")
+  task_type = config.get("task_type")
+  if task_type not in _SUBMODULES:
+    raise ValueError(f"{file!r} has task_type {task_type!r}; only {SEQ_2_SEQ_LM} (prompts for "
+                     f"T5's encoder) and {CAUSAL_LM} (prompts for a decoder-only model) "
+                     "adapters are read.")
   length = config.get("num_virtual_tokens")
   if isinstance(length, bool) or not isinstance(length, int) or length < 1:
     raise ValueError(f"{file!r} has num_virtual_tokens {length!r}; it must be a positive "
                      "integer (the prompt length).")
   submodules = config.get("num_transformer_submodules")
-  if submodules is not None and submodules not in _SUBMODULES:
-    raise ValueError(f"{file!r} has num_transformer_submodules {submodules!r}; a seq2seq "
-                     "prompt-tuning adapter has 1 or 2 (or none: PEFT's default, 2).")
+  allowed, default = _SUBMODULES[task_type]
+  if submodules is not None and submodules not in allowed:
+    raise ValueError(f"{file!r} has num_transformer_submodules {submodules!r}; a {task_type} "
+                     f"prompt-tuning adapter has {' or '.join(map(str, allowed))} (or none: "
+                     f"PEFT's default, {default}).")
 
 
-def read_adapter(adapter_dir: str, d_model: int | None = None) -> np.ndarray:
-  """The encoder prompt of a PEFT prompt-tuning adapter -> float32 [num_virtual_tokens, d_model].
+def _check_kind(config: dict[str, Any], hf_base: BaseModel, adapter_dir: str) -> None:
+  """An adapter is read only for a base model of its own kind (T5 / decoder-only)."""
+  if config["task_type"] != hf_base.task_type:
+    kinds = {SEQ_2_SEQ_LM: "a T5 model's encoder", CAUSAL_LM: "a decoder-only model"}
+    raise ValueError(f"Adapter {adapter_dir!r} is a {config['task_type']} adapter (a prompt "
+                     f"for {kinds[config['task_type']]}) but base model {hf_base.path!r} is a "
+                     f"{hf_base.family} model, which takes {hf_base.task_type} adapters; give "
+                     "the base model the adapter was trained for.")
 
-  Both layouts: num_transformer_submodules 1 (p rows) or 2 (PEFT's seq2seq default, 2p rows,
-  of which PEFT feeds rows [0, p) to the encoder; the rest are unused and dropped).
+
+def read_adapter(adapter_dir: str, d_model: int | None = None,
+                 base_model: str | None = None) -> np.ndarray:
+  """The prompt of a PEFT prompt-tuning adapter as this library's prompt -> float32
+  [num_virtual_tokens, d_model].
+
+  SEQ_2_SEQ_LM: both layouts, num_transformer_submodules 1 (p rows) or 2 (PEFT's seq2seq
+  default, 2p rows, of which PEFT feeds rows [0, p) to the encoder; the rest are unused and
+  dropped). CAUSAL_LM: p rows, divided by `peft_embedding_factor` (Gemma); it needs
+  `base_model`, since the factor and the width are the base model's.
 
   Args:
     adapter_dir: a local directory with adapter_config.json and adapter_model.safetensors.
     d_model: if given, the width the prompt must have (the base model's d_model).
+    base_model: if given, the Hugging Face directory the adapter is for: its kind must be the
+      adapter's and its d_model the prompt's width.
   """
   adapter_dir = os.fspath(adapter_dir)
   config = read_adapter_config(adapter_dir)
+  hf_base = None if base_model is None else read_base_model(base_model)
+  if hf_base is not None:
+    _check_kind(config, hf_base, adapter_dir)
+    if d_model is not None and d_model != hf_base.d_model:
+      raise ValueError(f"d_model {d_model} disagrees with base model {hf_base.path!r} "
+                       f"(d_model {hf_base.d_model}); give one of them.")
+    d_model = hf_base.d_model
+  elif config["task_type"] == CAUSAL_LM:
+    raise ValueError(f"Adapter {adapter_dir!r} is a {CAUSAL_LM} adapter, whose prompt depends "
+                     "on its base model (Gemma's embedding multiplier); give the base model's "
+                     "Hugging Face directory with --base_model.")
   file = os.path.join(adapter_dir, WEIGHTS_FILE)
   weights = _read_weights(file)
   length = config["num_virtual_tokens"]
-  submodules = config.get("num_transformer_submodules") or 2
+  submodules = config.get("num_transformer_submodules") or _SUBMODULES[config["task_type"]][1]
   width = config.get("token_dim") or (weights.shape[-1] if weights.ndim else 0)
   if tuple(weights.shape) != (length * submodules, width):
     raise ValueError(f"{file!r}: {WEIGHTS_KEY!r} has shape {tuple(weights.shape)} but "
@@ -278,7 +402,7 @@ def read_adapter(adapter_dir: str, d_model: int | None = None) -> np.ndarray:
   if d_model is not None and prompt.shape[1] != d_model:
     raise ValueError(f"The prompt in {file!r} has width {prompt.shape[1]} but the model has "
                      f"d_model {d_model}; use the base model the adapter was trained for.")
-  return prompt
+  return prompt if hf_base is None else _from_peft(prompt, hf_base)
 
 
 def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
@@ -288,7 +412,8 @@ def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
   Args:
     adapter_dir: a PEFT prompt-tuning adapter directory (see read_adapter).
     output: the .npy file to write (local or gs://), float32 [num_virtual_tokens, d_model].
-    base_model: if given, a Hugging Face T5 directory whose d_model the prompt must have.
+    base_model: the Hugging Face directory the adapter is for (T5 or decoder-only); optional
+      for SEQ_2_SEQ_LM (then it checks the width), required for CAUSAL_LM.
     d_model: if given, the width the prompt must have.
     overwrite: replace a file already at `output` (otherwise refused, before anything is
       read).
@@ -298,13 +423,7 @@ def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
   output = os.fspath(output)
   if not overwrite:
     _refuse_existing_output(output)
-  if base_model is not None:
-    width = base_model_width(base_model)
-    if d_model is not None and d_model != width:
-      raise ValueError(f"d_model {d_model} disagrees with base model {base_model!r} "
-                       f"(d_model {width}); give one of them.")
-    d_model = width
-  prompt = read_adapter(adapter_dir, d_model)
+  prompt = read_adapter(adapter_dir, d_model, base_model)
   if "://" in output:
     prompts_io.save_prompt(output, prompt)  # TensorFlow's gfile
   else:

@@ -123,6 +123,8 @@ def _corrupt(directory, what):
     _edit_config(directory, peft_type="LORA")
   elif what == "causal":
     _edit_config(directory, task_type="CAUSAL_LM")
+  elif what == "task":
+    _edit_config(directory, task_type="TOKEN_CLS")
   elif what == "no_config":
     (directory / peft_io.CONFIG_FILE).unlink()
   elif what == "bad_json":
@@ -140,7 +142,8 @@ def _corrupt(directory, what):
 
 @pytest.mark.parametrize("what, match", [
     ("lora", r"peft_type 'LORA'; only PROMPT_TUNING"),
-    ("causal", r"task_type 'CAUSAL_LM'; only SEQ_2_SEQ_LM"),
+    ("causal", r"is a CAUSAL_LM adapter, whose prompt depends on its base model"),
+    ("task", r"task_type 'TOKEN_CLS'; only SEQ_2_SEQ_LM .* and CAUSAL_LM"),
     ("no_config", r"adapter_config.json' does not exist"),
     ("bad_json", r"adapter_config.json' is not a readable JSON file"),
     ("no_weights", r"adapter_model.safetensors' does not exist"),
