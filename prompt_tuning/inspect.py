@@ -12,7 +12,10 @@ clusters there, and the class labels persisting in rows initialised from them.
     report = inspect_prompts({"a.npy": a}, embedding, vocabulary, k=5)  # what the command shows
 
 The command reads the table from the gin-configured model's INITIAL_CHECKPOINT_PATH (only
-`token_embedder/embedding` is read) and the vocabulary from VOCABULARY_PATH:
+`token_embedder/embedding` is read) and the vocabulary from VOCABULARY_PATH; a decoder-only
+model (MODEL_CONFIG a causal_lm DecoderConfig, e.g. models/hf_decoder_prompt.gin) reads its
+Hugging Face directory's table and tokenizer the same way (tokens shown as the tokenizer's
+pieces, e.g. 'Ġcat' or '▁cat'):
 
     python -m prompt_tuning.inspect --prompt_file=F.npy [--prompt_file=G.npy ...] \
       --gin_file=models/t5_1_1_mini_prompt.gin [--gin.NAME=VALUE ...] [--k=5] \
@@ -120,9 +123,13 @@ def get_vocabulary(vocabulary: Any) -> Any:
 
 def token_string(vocabulary: Any, token_id: int) -> str:
   """The SentencePiece piece of one id ('▁animal' starts a word), '<extra_id_N>' for a
-  sentinel, '<unused_ID>' for a table row beyond the vocabulary (T5 pads 32100 to 32128)."""
+  sentinel, '<unused_ID>' for a table row beyond the vocabulary (T5 pads 32100 to 32128).
+  A decoder's tokenizer.json gives its token ('Ġanimal' in byte-level BPE)."""
   token_id = int(token_id)
   sp = getattr(vocabulary, "tokenizer", None)
+  if hasattr(sp, "id_to_token"):  # a Hugging Face `tokenizers` tokenizer (decoder-only)
+    token = sp.id_to_token(token_id) if token_id >= 0 else None
+    return f"<unused_{token_id}>" if token is None else token
   if sp is None:  # not SentencePiece: its decoded text
     return vocabulary.decode([token_id])
   size, extra = vocabulary.vocab_size, getattr(vocabulary, "extra_ids", 0)
@@ -316,15 +323,28 @@ def read_prompt_file(path: str, width: int,
   return path, prompt
 
 
+def model_sizes(config: Any) -> tuple[int, int, int]:
+  """(vocabulary rows, d_model, layers a deep prompt has) of a T5Config or a DecoderConfig."""
+  if hasattr(config, "emb_dim"):  # T5Config
+    return config.vocab_size, config.emb_dim, config.num_encoder_layers
+  return config.vocab_size, config.d_model, config.num_layers
+
+
 def read_embedding(checkpoint_path: str | None, config: Any) -> np.ndarray:
-  """The frozen token embedding table [vocab, d] float32 of a checkpoint; only it is read."""
+  """The frozen token embedding table [vocab, d] float32 of a checkpoint (T5, or a decoder's
+  Hugging Face directory); only it is read, raw (Gemma's sqrt(d_model) is applied by the
+  network to every row, prompt rows included, so prompts live in the raw table's space)."""
   if checkpoint_path is None:
     raise ValueError("INITIAL_CHECKPOINT_PATH is None, so there is no frozen embedding table "
                      "to read the prompt against; set --gin.INITIAL_CHECKPOINT_PATH to the "
                      "checkpoint the prompt was trained on.")
   from prompt_tuning.checkpoints import loading  # TensorFlow, orbax: after the input checks
-  _, lazy = loading.read_checkpoint(checkpoint_path, config)
-  want = (config.vocab_size, config.emb_dim)
+  if hasattr(config, "emb_dim"):
+    _, lazy = loading.read_checkpoint(checkpoint_path, config)
+  else:
+    from prompt_tuning.checkpoints import hf_causal_lm  # pylint: disable=g-import-not-at-top
+    _, lazy = hf_causal_lm.read_hf_causal_lm(checkpoint_path, config)
+  want = model_sizes(config)[:2]
   table = lazy.get(EMBEDDING_KEY)
   if table is None or tuple(table.shape) != want:
     found = "none" if table is None else list(table.shape)
@@ -375,7 +395,8 @@ def _is_required(value: Any) -> bool:
 
 
 def configured_model() -> tuple[str | None, str | None, Any]:
-  """The frozen model of the parsed gin files: (checkpoint path, vocabulary path, T5Config)."""
+  """The frozen model of the parsed gin files: (checkpoint path, vocabulary path, T5Config or
+  DecoderConfig)."""
   values = {name: _macro(name) for name in _MODEL_MACROS}
   missing = [name for name, value in values.items() if value is _UNBOUND]
   if missing:
@@ -424,9 +445,9 @@ def inspect_command(prompt_files: Sequence[str], k: int = 5,
     raise ValueError("No --prompt_file given; pass one or more .npy prompts, e.g. "
                      "--prompt_file=/tmp/run/prompts/step_1000.npy.")
   checkpoint_path, vocabulary_path, config = configured_model()
-  k = check_k(k, config.vocab_size)
-  prompts = dict(read_prompt_file(path, config.emb_dim, config.num_encoder_layers)
-                 for path in prompt_files)
+  vocab_size, width, layers = model_sizes(config)
+  k = check_k(k, vocab_size)
+  prompts = dict(read_prompt_file(path, width, layers) for path in prompt_files)
   labels = configured_class_labels() if class_labels is None else check_labels(
       [l.strip() for l in class_labels])
   report = inspect_prompts(prompts, read_embedding(checkpoint_path, config),

@@ -12,7 +12,8 @@ under `jax.jit` with a sharded table. Each factory below is gin-configurable (se
 gin_configs/prompts/*.gin):
 
   random_uniform(scale=0.5)               uniform in [-scale, scale] (the paper's "random")
-  sampled_vocab(population_size=5000)     distinct rows of the K most frequent tokens' embeddings
+  sampled_vocab(population_size=5000,     distinct rows of the K most frequent tokens' embeddings
+                vocabulary=None)
   class_labels(labels, vocabulary)        one row per label (mean of its pieces), rest sampled
   from_text(text, vocabulary)             the embeddings of the text's pieces, tiled or cut
   from_file(path)                         a .npy file (local or gs://)
@@ -20,8 +21,17 @@ gin_configs/prompts/*.gin):
 
 The last two read a trained prompt whole: a prompt kind with more than [p, d] (deep prompts,
 [layers, p, d]) asks them for its full shape (`reads_trained_prompt`).
+
+The same initializers serve decoder-only models (decoder_model.PromptedDecoderModel): the
+table is `token_embedder/embedding` there too, and `vocabulary` may be the model's Hugging
+Face directory (its tokenizer.json or tokenizer.model, encoded without special tokens, as
+the decoder layout encodes targets, so a label's ids are those its target has). Rows are the
+raw table rows even for Gemma, whose network multiplies its embedded input by sqrt(d_model):
+it multiplies every row it receives, the prompt's included (causal_lm/network.py), so a raw
+row in the prompt means exactly what that token means beside it.
 """
 
+import re
 import os
 from typing import Any, Callable, Sequence
 
@@ -89,12 +99,19 @@ def random_uniform(scale: float = 0.5) -> Initializer:
   return init
 
 
-def sampled_vocab(population_size: int = 5000,
-                  num_special_ids: int = NUM_SPECIAL_IDS) -> Initializer:
+def sampled_vocab(population_size: int = 5000, num_special_ids: int = NUM_SPECIAL_IDS,
+                  vocabulary: Any = None) -> Initializer:
   """Rows drawn without replacement from the embeddings of the K most frequent tokens.
 
-  In SentencePiece vocabularies ids are ordered by frequency, so the population is the ids
-  [num_special_ids, num_special_ids + K), K = population_size (cut to the table's size).
+  Without `vocabulary` the population is the ids [num_special_ids, num_special_ids + K),
+  K = population_size (cut to the table's size): T5's SentencePiece vocabularies list pad,
+  eos, unk first and then pieces by decreasing frequency. With `vocabulary` (an object with
+  `encode`, or a path for `vocabularies.get_vocabulary`, e.g. a decoder model directory) it
+  is the first K ids that the tokenizer treats as ordinary text (`ordinary_token_ids`):
+  SentencePiece orders pieces by score and byte-level BPE (GPT-2, Llama 3, Qwen2) by merge
+  order, both roughly by frequency, while special and added tokens (BOS, EOS, pad, Gemma's
+  <unused*> rows), byte-fallback pieces and table rows past the tokenizer are skipped. For
+  T5's vocabulary both give the same population and the same draws.
   """
   if not isinstance(population_size, int) or population_size < 1:
     raise ValueError(f"sampled_vocab population_size={population_size!r} must be a positive "
@@ -102,13 +119,51 @@ def sampled_vocab(population_size: int = 5000,
 
   def init(rng: Array, embedding: Array, shape: tuple[int, int]) -> Array:
     _check_embed_dim(embedding, shape)
-    population = min(population_size, embedding.shape[0] - num_special_ids)
-    if shape[0] > population:
-      raise ValueError(f"sampled_vocab cannot draw {shape[0]} distinct rows from {population} "
+    if vocabulary is None:
+      first = min(num_special_ids, embedding.shape[0])
+      pool = np.arange(first, min(first + population_size, embedding.shape[0]))
+    else:
+      pool = ordinary_token_ids(_resolve_vocabulary(vocabulary), population_size,
+                                embedding.shape[0])
+    if shape[0] > len(pool):
+      raise ValueError(f"sampled_vocab cannot draw {shape[0]} distinct rows from {len(pool)} "
                        "tokens; lower PROMPT_LENGTH or raise population_size.")
-    ids = num_special_ids + jax.random.choice(rng, population, (shape[0],), replace=False)
-    return jnp.take(embedding, ids, axis=0).astype(jnp.float32)
+    picks = jax.random.choice(rng, len(pool), (shape[0],), replace=False)
+    return jnp.take(embedding, jnp.asarray(pool, jnp.int32)[picks], axis=0).astype(jnp.float32)
   return init
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def ordinary_token_ids(vocabulary: Any, count: int, table_rows: int) -> np.ndarray:
+  """The first `count` ids below `table_rows` that `vocabulary` maps to ordinary text.
+
+  Skipped: the vocabulary's special ids (BOS, EOS, pad, unk); for a Hugging Face
+  `tokenizers` tokenizer its added tokens and byte-fallback pieces ('<0x0A>'); for
+  SentencePiece its control, unknown, unused and byte pieces; ids the tokenizer does not have
+  (a table padded past it). Another vocabulary object skips ids below NUM_SPECIAL_IDS.
+  """
+  skip = {getattr(vocabulary, name, None) for name in ("bos_id", "eos_id", "pad_id", "unk_id")}
+  tokenizer = getattr(vocabulary, "tokenizer", None)
+  if hasattr(tokenizer, "get_added_tokens_decoder"):  # tokenizers.Tokenizer
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    skip |= set(tokenizer.get_added_tokens_decoder())
+    ordinary = lambda i: not _BYTE_PIECE.fullmatch(tokenizer.id_to_token(i) or "")
+  elif hasattr(tokenizer, "IsControl"):  # sentencepiece.SentencePieceProcessor
+    size = tokenizer.GetPieceSize()
+    ordinary = lambda i: not (tokenizer.IsControl(i) or tokenizer.IsUnknown(i)
+                              or tokenizer.IsUnused(i) or tokenizer.IsByte(i))
+  else:
+    size = getattr(vocabulary, "vocab_size", table_rows)
+    ordinary = lambda i: i >= NUM_SPECIAL_IDS
+  ids = []
+  for i in range(min(size, table_rows)):
+    if i not in skip and ordinary(i):
+      ids.append(i)
+      if len(ids) == count:
+        break
+  return np.asarray(ids, np.int64)
 
 
 def class_labels(labels: Sequence[str], vocabulary: Any = None,
@@ -119,13 +174,13 @@ def class_labels(labels: Sequence[str], vocabulary: Any = None,
     labels: CLASS_LABELS, e.g. ['negative', 'positive'], at most PROMPT_LENGTH of them.
     vocabulary: a vocabulary object (with `encode`) or a path for
       `prompt_tuning.data.vocabularies.get_vocabulary` (None: T5's default).
-    fallback: initializer of the remaining rows; default `sampled_vocab()`.
+    fallback: initializer of the remaining rows; default `sampled_vocab` over `vocabulary`.
   """
   if isinstance(labels, str) or not labels or not all(isinstance(l, str) for l in labels):
     raise ValueError(f"CLASS_LABELS={labels!r} must be a non-empty list of strings, e.g. "
                      "--gin.CLASS_LABELS=\"['negative', 'positive']\".")
   labels = tuple(labels)
-  fallback = fallback or sampled_vocab()
+  fallback = fallback or sampled_vocab(vocabulary=vocabulary)
 
   def init(rng: Array, embedding: Array, shape: tuple[int, int]) -> Array:
     _check_embed_dim(embedding, shape)
