@@ -1,4 +1,4 @@
-"""WordNet 3.0 as a pretraining corpus and as two downstream classification tasks.
+"""WordNet 3.0 as a pretraining corpus and as five downstream tasks.
 
 WordNet (Princeton University; see WORDNET_LICENSE) is read from its `data.{noun,verb,adj,adv}`
 files, e.g. Debian's `wordnet-base` (/usr/share/wordnet). Each synset becomes one line of
@@ -9,16 +9,32 @@ The tasks (shipped as JSONL in assets/wordnet/, registered on import):
                  (six lexicographer files), balanced.
   wordnet_pos    the part of speech of a sense from its definition and one example sentence
                  with the lemma masked as "___": one of POS_LABELS, balanced.
-The synsets of both tasks' validation and test splits are left out of the corpus, so the
-pretrained model never saw the text it is evaluated on.
+  wordnet_hypernym  "word: A kind of: B definition: <A's>": is A a kind of B? true or false,
+                 balanced. A is a noun; B is A's direct hypernym (true) or a sister of it (false:
+                 another hyponym of a hypernym of B, itself with hyponyms, no ancestor of A),
+                 so B is a general word of the same region of the hierarchy either way.
+  wordnet_senses   "word: X definition: ...": how many senses the word X has in WordNet (all
+                 parts of speech, case ignored): one of SENSES_LABELS (one, few = 2-3,
+                 many = 4+), balanced.
+  wordnet_reverse_dictionary  "noun: <definition>" (or verb, adjective, adverb) -> the word,
+                 generated and scored by exact match (accuracy of the whitespace-normalised
+                 text). Only synsets with one lemma, a lowercase single word that the
+                 definition does not contain, so exactly one answer is right.
+The synsets of wordnet_topic's and wordnet_pos's validation and test splits are left out of
+the corpus, so the pretrained model never saw the text it is evaluated on. The later three
+tasks keep that: their validation and test examples are built only from those held-out
+synsets (never a new synset, so the shipped corpus and model stay valid) and their train
+examples only from the rest; for wordnet_senses and wordnet_reverse_dictionary no word of a
+validation or test example appears in another example or in train.
 """
 
+import collections
 import dataclasses
 import json
 import os
 import random
 import re
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from prompt_tuning import pretrained
 from prompt_tuning.data import jsonl, registry, vocabularies
@@ -36,8 +52,15 @@ TOPIC_LABELS = ("animal", "artifact", "food", "location", "person", "plant")
 POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
 POS_LABELS = ("noun", "verb", "adjective", "adverb")
 TASK_SIZES = {"train": 500, "validation": 100, "test": 100}  # examples per class
-TASK_NAMES = ("wordnet_topic", "wordnet_pos")
-MIXTURE_NAME = "wordnet"  # both tasks at equal rates: one run, or one eval with PROMPTS
+HYPERNYM_LABELS = ("true", "false")  # yes / no; single pieces of the mini vocabulary
+SENSES_LABELS = ("one", "few", "many")  # 1, 2-3, 4+ senses
+REVERSE_DICTIONARY_SIZES = {"train": 3000, "validation": 250, "test": 250}  # examples
+# {task: its class labels, None for generated text}
+TASK_LABELS = {"wordnet_topic": TOPIC_LABELS, "wordnet_pos": POS_LABELS,
+               "wordnet_hypernym": HYPERNYM_LABELS, "wordnet_senses": SENSES_LABELS,
+               "wordnet_reverse_dictionary": None}
+TASK_NAMES = tuple(TASK_LABELS)
+MIXTURE_NAME = "wordnet"  # every task at equal rates: one run, or one eval with PROMPTS
 
 WORDNET_LICENSE = """\
 WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.
@@ -63,6 +86,7 @@ class Synset:
   lemmas: tuple[str, ...]  # with spaces, not underscores
   definition: str
   examples: tuple[str, ...]
+  hypernyms: tuple[str, ...] = ()  # keys of the synsets it is a kind (or an instance) of
 
   def corpus_text(self) -> str:
     """"dog, domestic dog: a member of the genus Canis ...; "the dog barked all night"."""
@@ -83,7 +107,11 @@ def parse_line(line: str) -> Synset | None:
   lemmas = tuple(_LEMMA_MARKER.sub("", w).replace("_", " ") for w in parts[4:4 + 2 * count:2])
   examples = tuple(e.strip() for e in re.findall(r'"([^"]*)"', gloss) if e.strip())
   definition = gloss.split('"')[0].strip().rstrip(";").strip()
-  return Synset(pos + offset, pos, lexfile, lemmas, definition, examples)
+  # After the lemmas: the pointer count, then (symbol, offset, pos, source/target) each.
+  first, pointer_count = 5 + 2 * count, int(parts[4 + 2 * count])
+  pointers = [parts[i:i + 4] for i in range(first, first + 4 * pointer_count, 4)]
+  hypernyms = tuple(p[2] + p[1] for p in pointers if p[0] in ("@", "@i"))
+  return Synset(pos + offset, pos, lexfile, lemmas, definition, examples, hypernyms)
 
 
 def read_synsets(wordnet_dir: str = WORDNET_DIR) -> list[Synset]:
@@ -158,10 +186,167 @@ def balanced_splits(synsets: Sequence[Synset], make_example, labels: Sequence[st
   return splits
 
 
+def ancestors(synset: Synset, by_key: Mapping[str, Synset]) -> set[str]:
+  """Keys of every synset above `synset` along any hypernym path (not its own)."""
+  found, todo = set(), list(synset.hypernyms)
+  while todo:
+    parent = todo.pop()
+    if parent not in found:
+      found.add(parent)
+      todo += by_key[parent].hypernyms
+  return found
+
+
+def hyponyms_of(synsets: Iterable[Synset]) -> dict[str, list[str]]:
+  """{key: keys of the synsets directly below it}, in file order."""
+  below: dict[str, list[str]] = collections.defaultdict(list)
+  for synset in synsets:
+    for parent in synset.hypernyms:
+      below[parent].append(synset.key)
+  return dict(below)
+
+
+def _mentions(text: str, word: str) -> bool:
+  return re.search(rf"\b{re.escape(word)}", text, flags=re.IGNORECASE) is not None
+
+
+def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
+                     below: Mapping[str, Sequence[str]], seed: int) -> dict[str, str] | None:
+  """"word: A kind of: B definition: ..." -> true (B is A's first hypernym) or false (B is a
+  sister of that hypernym with hyponyms of its own, no ancestor of A, named by another
+  word), chosen by a coin seeded with the synset; None for a non-noun, or when the
+  definition contains the hypernym's word or B (a surface cue)."""
+  if synset.pos != "n" or not synset.hypernyms:
+    return None
+  rng = random.Random(f"{seed}:{synset.key}")
+  above = ancestors(synset, by_key)
+  parent = by_key[synset.hypernyms[0]]
+  if _mentions(synset.definition, parent.lemmas[0]):
+    return None  # whatever the coin says, so that true and false share one population of A
+  answer = rng.choice(HYPERNYM_LABELS)
+  if answer == "false":
+    taken = {lemma.lower() for key in above for lemma in by_key[key].lemmas}
+    sisters = sorted({key for grandparent in parent.hypernyms for key in below[grandparent]
+                      if key not in above and key != synset.key and below.get(key)
+                      and by_key[key].lemmas[0].lower() not in taken})
+    if not sisters:
+      return None
+    # Of the three sisters whose words look most like the hypernym's (one word or several,
+    # length), one at random: word shape alone should not tell true from false.
+    def unlikeness(key):
+      word, hypernym = by_key[key].lemmas[0], parent.lemmas[0]
+      return (" " in word) != (" " in hypernym), abs(len(word) - len(hypernym))
+    parent = by_key[rng.choice(sorted(sisters, key=unlikeness)[:3])]
+  word = parent.lemmas[0]
+  if _mentions(synset.definition, word):
+    return None
+  return {"inputs": f"word: {synset.lemmas[0]} kind of: {word} definition: {synset.definition}",
+          "targets": answer}
+
+
+def sense_counts(synsets: Iterable[Synset]) -> collections.Counter:
+  """{lowercased lemma: number of synsets holding it}, over all parts of speech."""
+  return collections.Counter(lemma for s in synsets for lemma in {l.lower() for l in s.lemmas})
+
+
+def senses_example(synset: Synset, counts: Mapping[str, int]) -> dict[str, str]:
+  """"word: X definition: ..." -> one, few (2-3) or many (4+) senses of X."""
+  word = synset.lemmas[0]
+  count = counts[word.lower()]
+  label = SENSES_LABELS[0] if count == 1 else SENSES_LABELS[1] if count <= 3 else SENSES_LABELS[2]
+  return {"inputs": f"word: {word} definition: {synset.definition}", "targets": label}
+
+
+_PLAIN_WORD = re.compile(r"[a-z]+(-[a-z]+)*")
+
+
+def reverse_dictionary_example(synset: Synset) -> dict[str, str] | None:
+  """"noun: <definition>" -> its word; only a synset with one lemma, a lowercase word that the
+  definition does not contain, so the answer is unique and not copied."""
+  if len(synset.lemmas) != 1 or not _PLAIN_WORD.fullmatch(synset.lemmas[0]):
+    return None
+  word = synset.lemmas[0]
+  if _mentions(synset.definition, word):
+    return None
+  return {"inputs": f"{POS_NAMES[synset.pos]}: {synset.definition}", "targets": word}
+
+
+def held_out_splits(examples: Iterable[tuple[str, dict[str, str]]], held_out: set[str],
+                    sizes: Mapping[str, int], labels: Sequence[str] | None, seed: int,
+                    word_of=None) -> dict[str, list[tuple[str, dict[str, str]]]]:
+  """{split: [(synset key, example)]}: validation and test drawn only from synsets in
+  `held_out`, train only from the others; sizes[split] examples of each label (or in all,
+  when `labels` is None). With `word_of(example)`, no word is in two evaluation examples and
+  no train example has a word of an evaluation one."""
+  groups = labels or (None,)
+  label_of = (lambda ex: ex["targets"]) if labels else (lambda ex: None)
+  evaluation = {label: [] for label in groups}
+  train = {label: [] for label in groups}
+  for key, example in examples:
+    (evaluation if key in held_out else train)[label_of(example)].append((key, example))
+  rng = random.Random(seed)
+  splits: dict[str, list] = {split: [] for split in SPLITS}
+  used_words = set()
+  for label in groups:
+    pool = evaluation[label]
+    rng.shuffle(pool)
+    for split in ("validation", "test"):
+      taken = []
+      for key, example in pool:
+        if len(taken) == sizes[split]:
+          break
+        word = word_of(example) if word_of else key
+        if word not in used_words:
+          used_words.add(word)
+          taken.append((key, example))
+      if len(taken) < sizes[split]:
+        raise ValueError(f"Only {len(taken)} held-out WordNet examples of {label!r} for "
+                         f"{split}; {sizes[split]} are needed.")
+      pool = [row for row in pool if row not in taken]
+      splits[split] += taken
+  for label in groups:
+    pool = [(key, ex) for key, ex in train[label]
+            if not word_of or word_of(ex) not in used_words]
+    if len(pool) < sizes["train"]:
+      raise ValueError(f"Only {len(pool)} WordNet train examples of {label!r}; "
+                       f"{sizes['train']} are needed.")
+    rng.shuffle(pool)
+    splits["train"] += pool[:sizes["train"]]
+  for split in SPLITS:
+    rng.shuffle(splits[split])
+  return splits
+
+
+def _examples(synsets: Iterable[Synset], make_example) -> Iterator[tuple[str, dict[str, str]]]:
+  for synset in synsets:
+    example = make_example(synset)
+    if example is not None:
+      yield synset.key, example
+
+
 def build_tasks(synsets: Sequence[Synset], seed: int = 0) -> dict[str, dict[str, list]]:
-  """{task name: {split: [(synset key, example)]}} for both tasks."""
-  return {"wordnet_topic": balanced_splits(synsets, topic_example, TOPIC_LABELS, seed),
-          "wordnet_pos": balanced_splits(synsets, pos_example, POS_LABELS, seed + 1)}
+  """{task name: {split: [(synset key, example)]}} for every task of TASK_NAMES.
+
+  wordnet_topic and wordnet_pos fix the held-out synsets (held_out_keys); the other tasks
+  evaluate only on those and train only on the rest, so the corpus stays the same.
+  """
+  tasks = {"wordnet_topic": balanced_splits(synsets, topic_example, TOPIC_LABELS, seed),
+           "wordnet_pos": balanced_splits(synsets, pos_example, POS_LABELS, seed + 1)}
+  held_out = held_out_keys(tasks)
+  by_key = {s.key: s for s in synsets}
+  below = hyponyms_of(synsets)
+  counts = sense_counts(synsets)
+  first_word = lambda example: example["inputs"].split(" definition: ")[0]
+  tasks["wordnet_hypernym"] = held_out_splits(
+      _examples(synsets, lambda s: hypernym_example(s, by_key, below, seed + 2)), held_out,
+      TASK_SIZES, HYPERNYM_LABELS, seed + 2)
+  tasks["wordnet_senses"] = held_out_splits(
+      _examples(synsets, lambda s: senses_example(s, counts)), held_out, TASK_SIZES,
+      SENSES_LABELS, seed + 3, word_of=lambda ex: first_word(ex).lower())
+  tasks["wordnet_reverse_dictionary"] = held_out_splits(
+      _examples(synsets, reverse_dictionary_example), held_out, REVERSE_DICTIONARY_SIZES, None,
+      seed + 4, word_of=lambda ex: ex["targets"])
+  return tasks
 
 
 def held_out_keys(tasks: dict[str, dict[str, list]]) -> set[str]:
@@ -210,10 +395,10 @@ def task_files(name: str, assets_dir: str = ASSETS_DIR) -> dict[str, str]:
 
 
 def register(vocabulary_path: str = pretrained.MINI_VOCABULARY_PATH) -> None:
-  """Registers wordnet_topic and wordnet_pos, tokenized with the shipped mini T5's vocabulary;
-  jobs re-tokenize them for another model's VOCABULARY_PATH."""
+  """Registers every task of TASK_NAMES and the mixture, tokenized with the shipped mini T5's
+  vocabulary; jobs re-tokenize them for another model's VOCABULARY_PATH."""
   vocabulary = vocabularies.get_vocabulary(vocabulary_path)
-  for name, labels in zip(TASK_NAMES, (TOPIC_LABELS, POS_LABELS)):
+  for name, labels in TASK_LABELS.items():
     jsonl.register_jsonl_task(name, task_files(name), vocabulary=vocabulary,
                               class_labels=labels)
   registry.add_mixture(MIXTURE_NAME, [(name, 1.0) for name in TASK_NAMES])

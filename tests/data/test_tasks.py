@@ -26,7 +26,8 @@ def test_registered_names():
       "glue_rte", "glue_wnli", "super_glue_boolq", "super_glue_cb", "super_glue_copa",
       "super_glue_multirc", "super_glue_record", "super_glue_rte", "super_glue_wic",
       "super_glue_wsc", "super_glue_wsc_simple", "super_glue_axb", "super_glue_axg",
-      "wordnet_topic", "wordnet_pos", "demo_sentiment"}
+      "wordnet_topic", "wordnet_pos", "wordnet_hypernym", "wordnet_senses",
+      "wordnet_reverse_dictionary", "demo_sentiment"}
   mixture = tasks.get_mixture_or_task("super_glue_proportional")
   assert sorted(t.name for t in mixture.tasks) == sorted(
       f"super_glue_{n}" for n in ("boolq", "cb", "copa", "multirc", "record", "rte", "wic",
