@@ -2,10 +2,11 @@
 
 Stages, each skipped when its output exists, so an interrupted run resumes where it stopped
 (the two training stages resume from their own checkpoints):
-  1. data            WordNet 3.0 -> the wordnet_topic / wordnet_pos task files (shipped in
+  1. data            WordNet 3.0 -> the five WordNet task files (shipped in
                      prompt_tuning/data/assets/wordnet/) and the pretraining corpus: one line
                      per synset, leaving out every synset of the tasks' validation and test
-                     splits.
+                     splits (those of wordnet_topic and wordnet_pos; the other tasks
+                     evaluate only on these, docs/data.md).
   2. vocab           a unigram SentencePiece model on the corpus: 8,092 pieces, pad 0, EOS 1,
                      UNK 2, no BOS; the 100 sentinels are added above them (8,192 ids).
   3. span_corruption the train job with runs/pretrain.gin, from random weights.
