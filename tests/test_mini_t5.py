@@ -11,7 +11,7 @@ from prompt_tuning import api, job_utils, optim, partitioning, pretrained, promp
 from prompt_tuning import eval as eval_lib
 from prompt_tuning import model as model_lib
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import features, registry, vocabularies
+from prompt_tuning.data import features, registry, vocabularies, wordnet
 from prompt_tuning.t5 import config as t5_config
 
 # Measured on a 2-core CPU with this test's seed: the mean log-likelihood of the validation
@@ -30,8 +30,9 @@ def test_files_vocabulary_and_size():
   assert vocab.unk_id == 2
   assert vocab.tokenizer.id_to_piece(2) == "<unk>"
   assert vocab.decode([8191]) == "<extra_id_0>" and vocab.decode([8092]) == "<extra_id_99>"
-  for label in ("animal", "artifact", "food", "location", "person", "plant", "noun", "verb",
-                "adjective", "adverb"):
+  labels = [label for labels in wordnet.TASK_LABELS.values() for label in labels or ()]
+  assert {"animal", "plant", "noun", "adverb", "true", "false", "one", "many"} <= set(labels)
+  for label in labels:
     assert len(vocab.encode(label)) == 1, label  # class labels are single pieces
 
 

@@ -13,7 +13,7 @@ from prompt_tuning.data import errors, registry, vocabularies
 from prompt_tuning.data import demo, glue, super_glue, wordnet  # pylint: disable=unused-import
 
 BUILTIN_TASKS = (*glue.TASK_NAMES, *super_glue.TASK_NAMES, *wordnet.TASK_NAMES, demo.TASK_NAME)
-BUILTIN_MIXTURES = (*super_glue.MIXTURE_NAMES, wordnet.MIXTURE_NAME)
+BUILTIN_MIXTURES = (*super_glue.MIXTURE_NAMES, *wordnet.MIXTURES)
 
 
 def registered_names() -> list[str]:

@@ -10,9 +10,9 @@ The tasks (shipped as JSONL in assets/wordnet/, registered on import):
   wordnet_pos    the part of speech of a sense from its definition and one example sentence
                  with the lemma masked as "___": one of POS_LABELS, balanced.
   wordnet_hypernym  "word: A kind of: B definition: <A's>": is A a kind of B? true or false,
-                 balanced. A is a noun; B is A's direct hypernym (true) or a sister of it (false:
-                 another hyponym of a hypernym of B, itself with hyponyms, no ancestor of A),
-                 so B is a general word of the same region of the hierarchy either way.
+                 balanced. A is a noun; B is A's direct hypernym (true) or another noun with
+                 hyponyms, of that hypernym's lexicographer file and depth, no ancestor of A
+                 (false), so B is as general a word of the same field either way.
   wordnet_senses   "word: X definition: ...": how many senses the word X has in WordNet (all
                  parts of speech, case ignored): one of SENSES_LABELS (one, few = 2-3,
                  many = 4+), balanced.
@@ -24,8 +24,8 @@ The synsets of wordnet_topic's and wordnet_pos's validation and test splits are 
 the corpus, so the pretrained model never saw the text it is evaluated on. The later three
 tasks keep that: their validation and test examples are built only from those held-out
 synsets (never a new synset, so the shipped corpus and model stay valid) and their train
-examples only from the rest; for wordnet_senses and wordnet_reverse_dictionary no word of a
-validation or test example appears in another example or in train.
+examples only from the rest; in wordnet_senses and wordnet_reverse_dictionary no word is in
+two validation or test examples, nor in a train example when it is in one of those.
 """
 
 import collections
@@ -61,6 +61,12 @@ TASK_LABELS = {"wordnet_topic": TOPIC_LABELS, "wordnet_pos": POS_LABELS,
                "wordnet_reverse_dictionary": None}
 TASK_NAMES = tuple(TASK_LABELS)
 MIXTURE_NAME = "wordnet"  # every task at equal rates: one run, or one eval with PROMPTS
+# Each mixture's tasks, at equal rates. USE_RANK_CLASSIFICATION=True refuses `wordnet` (the
+# reverse dictionary has no labels): `wordnet_classification` is its classification tasks, and
+# `wordnet_topic_pos` the first two tasks (the two-prompt examples of README and serving.md).
+MIXTURES = {MIXTURE_NAME: TASK_NAMES,
+            "wordnet_classification": tuple(n for n, labels in TASK_LABELS.items() if labels),
+            "wordnet_topic_pos": ("wordnet_topic", "wordnet_pos")}
 
 WORDNET_LICENSE = """\
 WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.
@@ -210,33 +216,62 @@ def _mentions(text: str, word: str) -> bool:
   return re.search(rf"\b{re.escape(word)}", text, flags=re.IGNORECASE) is not None
 
 
+def depths(synsets: Iterable[Synset]) -> dict[str, int]:
+  """{key: hypernym links on the shortest path up to a synset with none}."""
+  by_key = {s.key: s for s in synsets}
+  found: dict[str, int] = {}
+
+  def depth(key: str) -> int:
+    if key not in found:
+      found[key] = 1 + min(map(depth, by_key[key].hypernyms)) if by_key[key].hypernyms else 0
+    return found[key]
+
+  for key in by_key:
+    depth(key)
+  return found
+
+
+def hypernym_pools(synsets: Sequence[Synset], below: Mapping[str, Sequence[str]],
+                   depth: Mapping[str, int]) -> dict[tuple[int, int], list[str]]:
+  """{(lexicographer file, depth): keys of the nouns there that have hyponyms}, in file order:
+  where a false B is drawn from, so it is as general a word of the same field as the true."""
+  pools: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
+  for synset in synsets:
+    if synset.pos == "n" and below.get(synset.key):
+      pools[(synset.lexfile, depth[synset.key])].append(synset.key)
+  return dict(pools)
+
+
 def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
-                     below: Mapping[str, Sequence[str]], seed: int) -> dict[str, str] | None:
-  """"word: A kind of: B definition: ..." -> true (B is A's first hypernym) or false (B is a
-  sister of that hypernym with hyponyms of its own, no ancestor of A, named by another
-  word), chosen by a coin seeded with the synset; None for a non-noun, or when the
-  definition contains the hypernym's word or B (a surface cue)."""
+                     pools: Mapping[tuple[int, int], Sequence[str]], depth: Mapping[str, int],
+                     seed: int) -> dict[str, str] | None:
+  """"word: A kind of: B definition: ..." -> true (B is A's first hypernym) or false (B is
+  another noun with hyponyms, of the hypernym's lexicographer file and depth, no ancestor of
+  A and named by no ancestor's word), by a coin seeded with the synset; None for a non-noun,
+  or when the definition contains the hypernym's word or B (a surface cue)."""
   if synset.pos != "n" or not synset.hypernyms:
     return None
   rng = random.Random(f"{seed}:{synset.key}")
-  above = ancestors(synset, by_key)
   parent = by_key[synset.hypernyms[0]]
   if _mentions(synset.definition, parent.lemmas[0]):
     return None  # whatever the coin says, so that true and false share one population of A
   answer = rng.choice(HYPERNYM_LABELS)
   if answer == "false":
+    above = ancestors(synset, by_key)
     taken = {lemma.lower() for key in above for lemma in by_key[key].lemmas}
-    sisters = sorted({key for grandparent in parent.hypernyms for key in below[grandparent]
-                      if key not in above and key != synset.key and below.get(key)
-                      and by_key[key].lemmas[0].lower() not in taken})
-    if not sisters:
+    pool = pools[(parent.lexfile, depth[parent.key])]
+    drawn = [key for key in rng.sample(pool, min(20, len(pool)))
+             if key not in above and key != synset.key
+             and by_key[key].lemmas[0].lower() not in taken]
+    if not drawn:
       return None
-    # Of the three sisters whose words look most like the hypernym's (one word or several,
+
+    # Of the three drawn whose words look most like the hypernym's (one word or several,
     # length), one at random: word shape alone should not tell true from false.
     def unlikeness(key):
       word, hypernym = by_key[key].lemmas[0], parent.lemmas[0]
       return (" " in word) != (" " in hypernym), abs(len(word) - len(hypernym))
-    parent = by_key[rng.choice(sorted(sisters, key=unlikeness)[:3])]
+    parent = by_key[rng.choice(sorted(drawn, key=unlikeness)[:3])]
   word = parent.lemmas[0]
   if _mentions(synset.definition, word):
     return None
@@ -334,12 +369,13 @@ def build_tasks(synsets: Sequence[Synset], seed: int = 0) -> dict[str, dict[str,
            "wordnet_pos": balanced_splits(synsets, pos_example, POS_LABELS, seed + 1)}
   held_out = held_out_keys(tasks)
   by_key = {s.key: s for s in synsets}
-  below = hyponyms_of(synsets)
+  depth = depths(synsets)
+  pools = hypernym_pools(synsets, hyponyms_of(synsets), depth)
   counts = sense_counts(synsets)
   first_word = lambda example: example["inputs"].split(" definition: ")[0]
   tasks["wordnet_hypernym"] = held_out_splits(
-      _examples(synsets, lambda s: hypernym_example(s, by_key, below, seed + 2)), held_out,
-      TASK_SIZES, HYPERNYM_LABELS, seed + 2)
+      _examples(synsets, lambda s: hypernym_example(s, by_key, pools, depth, seed + 2)),
+      held_out, TASK_SIZES, HYPERNYM_LABELS, seed + 2)
   tasks["wordnet_senses"] = held_out_splits(
       _examples(synsets, lambda s: senses_example(s, counts)), held_out, TASK_SIZES,
       SENSES_LABELS, seed + 3, word_of=lambda ex: first_word(ex).lower())
@@ -395,13 +431,14 @@ def task_files(name: str, assets_dir: str = ASSETS_DIR) -> dict[str, str]:
 
 
 def register(vocabulary_path: str = pretrained.MINI_VOCABULARY_PATH) -> None:
-  """Registers every task of TASK_NAMES and the mixture, tokenized with the shipped mini T5's
+  """Registers every task of TASK_NAMES and the MIXTURES, tokenized with the shipped mini T5's
   vocabulary; jobs re-tokenize them for another model's VOCABULARY_PATH."""
   vocabulary = vocabularies.get_vocabulary(vocabulary_path)
   for name, labels in TASK_LABELS.items():
     jsonl.register_jsonl_task(name, task_files(name), vocabulary=vocabulary,
                               class_labels=labels)
-  registry.add_mixture(MIXTURE_NAME, [(name, 1.0) for name in TASK_NAMES])
+  for mixture, names in MIXTURES.items():
+    registry.add_mixture(mixture, [(name, 1.0) for name in names])
 
 
 register()

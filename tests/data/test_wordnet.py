@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import mini_t5_prompt_tuning as mini
+from prompt_tuning import eval as eval_lib
 from prompt_tuning import pretrained
 from prompt_tuning.data import features, registry, tasks, vocabularies, wordnet
 
@@ -131,24 +132,28 @@ TREE = [_synset("n0", ["entity"], "that which exists"),
         _synset("n6", ["cat"], "a small domesticated carnivore", ["n3"])]
 
 
-def test_hypernym_example_asks_about_the_hypernym_or_a_sister_of_it():
+def test_hypernym_example_asks_about_the_hypernym_or_a_noun_like_it():
   by_key = {s.key: s for s in TREE}
   below = wordnet.hyponyms_of(TREE)
+  depth = wordnet.depths(TREE)
+  assert [depth[s.key] for s in TREE] == [0, 1, 2, 2, 2, 3, 3, 3]
   assert wordnet.ancestors(by_key["n4"], by_key) == {"n2", "n1", "n0"}
-  seen = {wordnet.hypernym_example(by_key["n4"], by_key, below, seed)["inputs"]
-          for seed in range(20)}
-  # Never the leaf sister "bird" nor an ancestor other than the direct hypernym.
-  prefix, definition = "word: dog kind of: ", " definition: a domesticated carnivore that barks"
-  assert seen == {prefix + "canine" + definition, prefix + "feline" + definition}
+  pools = wordnet.hypernym_pools(TREE, below, depth)
+  assert pools == {(3, 0): ["n0"], (3, 1): ["n1"], (3, 2): ["n2", "n3"]}  # bird: no hyponyms
+  seen = {}
   for seed in range(20):
-    example = wordnet.hypernym_example(by_key["n4"], by_key, below, seed)
-    assert example["targets"] == ("true" if "canine" in example["inputs"] else "false")
+    example = wordnet.hypernym_example(by_key["n4"], by_key, pools, depth, seed)
+    seen[example["inputs"]] = example["targets"]
+  # False: "feline", at the hypernym's depth with hyponyms; never an ancestor, never "bird".
+  prefix, definition = "word: dog kind of: ", " definition: a domesticated carnivore that barks"
+  assert seen == {prefix + "canine" + definition: "true", prefix + "feline" + definition: "false"}
   # The definition names the hypernym: a surface cue, so no example whatever the coin.
   cue = _synset("n8", ["jackal"], "a wild canine of Africa", ["n2"])
-  assert all(wordnet.hypernym_example(cue, by_key, below, seed) is None for seed in range(10))
-  assert wordnet.hypernym_example(by_key["n0"], by_key, below, 0) is None  # no hypernym
+  assert all(wordnet.hypernym_example(cue, by_key, pools, depth, seed) is None
+             for seed in range(10))
+  assert wordnet.hypernym_example(by_key["n0"], by_key, pools, depth, 0) is None  # no hypernym
   verb = _synset("v1", ["bark"], "make a barking sound", ["v0"])
-  assert wordnet.hypernym_example(verb, by_key, below, 0) is None
+  assert wordnet.hypernym_example(verb, by_key, pools, depth, 0) is None
 
 
 def test_senses_example_counts_senses_across_parts_of_speech_and_case():
@@ -247,6 +252,15 @@ def test_labels_mixture_and_metrics_of_every_task():
   mixture = tasks.get_mixture_or_task(wordnet.MIXTURE_NAME)
   assert sorted(t.name for t in mixture.tasks) == sorted(wordnet.TASK_NAMES)
   assert all(mixture.get_rate(t) == 1.0 for t in mixture.tasks)
+  classification = tasks.get_mixture_or_task("wordnet_classification")
+  assert sorted(t.name for t in classification.tasks) == [
+      "wordnet_hypernym", "wordnet_pos", "wordnet_senses", "wordnet_topic"]
+  assert sorted(t.name for t in tasks.get_mixture_or_task("wordnet_topic_pos").tasks) == [
+      "wordnet_pos", "wordnet_topic"]
+  # Rank classification is refused on `wordnet` (a generated task) and allowed on the other.
+  with pytest.raises(ValueError, match="'wordnet_reverse_dictionary' has no class labels"):
+    eval_lib.check_class_labels(mixture.tasks)
+  eval_lib.check_class_labels(classification.tasks)
   # The reverse dictionary: exact match of the whitespace-normalised generated word.
   reverse = tasks.get_mixture_or_task("wordnet_reverse_dictionary")
   predictions = [reverse.postprocess_fn(" mushroom "), "ranks", "Rank"]
