@@ -151,6 +151,17 @@ def with_prompts(task: Any, examples: Sequence[dict], prompt_names: Sequence[str
   return rows
 
 
+def task_prompt_names(model: Any, chosen: Sequence[Any]) -> list[str] | None:
+  """A multi-task model's task names (prompts/mpt.py), the prompt_ids of `with_prompts`,
+  once the `chosen` tasks are checked to have a prompt each; None for other models."""
+  method = getattr(model, "method", None)
+  if not getattr(method, "routes_by_task", False):
+    return None
+  names = [tasks.base_name(t.name) for t in chosen]
+  method.check_serving_tasks(names, f"The tasks {names}")
+  return list(method.task_names)
+
+
 def _quote(example: dict) -> str:
   text = example.get("inputs_pretokenized", "")
   text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
@@ -212,6 +223,8 @@ def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name:
     task_examples = scorable_examples(mixture_or_task_name, split, task_feature_lengths,
                                       use_rank_classification=use_rank_classification,
                                       vocabulary_path=vocabulary_path)
+  if prompt_names is None:  # a multi-task (MPT) model runs each example under its task's prompt
+    prompt_names = task_prompt_names(model, [task for task, _ in task_examples])
   groups = [(task, examples, with_prompts(task, examples, prompt_names, ensemble_size))
             for task, examples in task_examples]
   results = predictions(model, params, [(task, rows) for task, _, rows in groups],

@@ -83,6 +83,8 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
           prompt_file=prompt_file, trainable_regex=trainable_regex, mesh=mesh, rules=rules)
     logging.info("Inferring with %s.", source)
     groups = []
+    if names is None:  # a multi-task (MPT) model runs each example under its task's prompt
+      names = eval_lib.task_prompt_names(model.serving_model(), chosen)
     for task in chosen:
       examples = features.get_examples(task.name, split, task_feature_lengths)
       groups.append((task, examples, eval_lib.with_prompts(task, examples, names, members)))

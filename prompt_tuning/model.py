@@ -268,7 +268,8 @@ class PromptedT5Model(T5Model):
       ('prefix', the default; 'prefix_after_bos'; 'suffix'), see `combine.combiner`.
     method: the prompt kind (prompts/method.py): default the plain prompt; e.g.
       `prompts.residual.method()`, `prompts.dept.method(max_input_length)`. Set by
-      gin_configs/methods/*.gin.
+      gin_configs/methods/*.gin. A multi-task method (prompts/mpt.py) reads each row's
+      task from batch['prompt_ids'].
   """
 
   def __init__(self, config: t5_config.T5Config, prompt_length: int = 100,
@@ -305,6 +306,14 @@ class PromptedT5Model(T5Model):
       return None
     host = jax.tree.map(np.asarray, prompt)
     return self.method.export(self.prompt_module(), host)
+
+  def task_files(self, exported: np.ndarray) -> dict[str, np.ndarray]:
+    """{name: plain prompt [p, d_model]} written beside the exported file, in
+    `{MODEL_DIR}/prompts/step_{STEP}/{name}.npy`: each task's prompt and the shared one for
+    a multi-task method (prompts/mpt.py), none for the others."""
+    if not self.method.routes_by_task:
+      return {}
+    return self.method.task_files(exported)
 
   def serving_model(self) -> "PromptedT5Model":
     """The model that reads this one's exported files: itself, or (a residual prompt) the
@@ -371,6 +380,8 @@ class PromptedT5Model(T5Model):
     """Per-row prompts when the batch names them (`prompt_ids`) from a prompt table."""
     prompt = params.get("prompt", {})
     ids = batch.get("prompt_ids")
+    if self.method.routes_by_task:  # multi-task prompts: each row's task picks its prompt
+      return {"prompts": self._task_prompts(prompt, ids)}
     if ids is None:
       if "table" in prompt:
         raise ValueError("These params hold a prompt table; give each example its prompt "
@@ -381,6 +392,16 @@ class PromptedT5Model(T5Model):
                        "table with PromptedT5Model.with_prompt_table.")
     return {"prompts": jnp.take(prompt["table"], ids, axis=0),
             "prompt_lengths": jnp.take(prompt["lengths"], ids)}
+
+  def _task_prompts(self, prompt: Params, ids: Array | None) -> Array:
+    """[batch, p, d_model]: each row's task prompt (prompts/mpt.py) for prompt_ids [batch]."""
+    if ids is None:
+      raise ValueError(f"This {self.method.name!r} model gives each example its task's prompt: "
+                       "give batch['prompt_ids'], each row's index in its task list "
+                       f"{list(getattr(self.method, 'task_names', []))}.")
+    if not isinstance(ids, jax.core.Tracer):  # host ids are checked; traced ones give NaN
+      self.method.check_task_ids(np.asarray(ids))
+    return self.method.task_prompts(self.prompt_module(), prompt, ids)
 
   def init_params(self, rng: Array, frozen_params: Params) -> Params:
     """frozen T5 tree + {'prompt': the method's parameters}, `prompt/prompt` from

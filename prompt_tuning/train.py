@@ -126,6 +126,7 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   bound_to = run_config(model, trainable_regex)
   job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
+  task_ids = _check_task_routing(model, mixture_or_task_name)
   job_utils.check_initial_checkpoint(model.config, initial_checkpoint_path, from_scratch)
   job_utils.make_output_dir(model_dir)  # every input checked: the run may write now
   with job_utils.model_dir_lock(model_dir), _StopRequest() as stop, jax.set_mesh(mesh), \
@@ -148,10 +149,10 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     logging.info("Training %s on %s from step %d to %d; trainable: %s.", type(model).__name__,
                  mixture_or_task_name, first, train_steps, _describe(trainable))
     batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
-                       random_seed, skip=first)
+                       random_seed, skip=first, task_ids=task_ids)
     step_fn = None  # compiled for the first batch's shapes and shardings
     loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to,
-                 model.export_prompt)
+                 model.export_prompt, getattr(model, "task_files", None))
     if first and not job_utils.exists(prompt_path(model_dir, first)):
       loop.export_prompt(first, state)  # a crash came between the checkpoint and its export
     dropout_seed = jax.random.fold_in(rng, 1)
@@ -291,21 +292,34 @@ def _restore(mgr, state, batch_size) -> dict:
   return state
 
 
-def _batches(task, lengths, batch_size, shuffle, seed, skip):
-  """This process's slice of each global batch, after the `skip` batches already trained."""
+def _batches(task, lengths, batch_size, shuffle, seed, skip, task_ids=False):
+  """This process's slice of each global batch, after the `skip` batches already trained
+  (with each example's task index as `prompt_ids` when `task_ids`)."""
   return features.get_batches(
       task, "train", lengths, batch_size // jax.process_count(), shuffle=shuffle, seed=seed,
       num_epochs=None, shard_index=jax.process_index(), num_shards=jax.process_count(),
-      skip_batches=skip)
+      skip_batches=skip, task_ids=task_ids)
+
+
+def _check_task_routing(model: Any, mixture_or_task_name: str) -> bool:
+  """Whether batches need each example's task id (multi-task prompts, prompts/mpt.py); then
+  the mixture's tasks must be the model's, in its order, checked before any compute."""
+  method = getattr(model, "method", None)
+  if not getattr(method, "routes_by_task", False):
+    return False
+  names = [tasks.base_name(t.name) for t in tasks.get_subtasks(mixture_or_task_name)]
+  method.check_tasks(names, f"MIXTURE_OR_TASK_NAME={tasks.base_name(mixture_or_task_name)!r}")
+  return True
 
 
 class _Loop:
   """Logging, non-finite checks, checkpoints and prompt export around the step function."""
 
   def __init__(self, model_dir, mgr, batch_size, train_steps, log_period, run_config,
-               export):
+               export, task_files=None):
     self.model_dir, self.mgr, self.run_config = model_dir, mgr, run_config
     self.export = export  # trained leaves -> the prompt file's array (model.export_prompt)
+    self.task_files = task_files  # that array -> {name: plain prompt} written beside it (MPT)
     self.batch_size, self.train_steps, self.log_period = batch_size, train_steps, log_period
     self.summaries = job_utils.Summaries(model_dir, "train")
     self.eval_summaries = job_utils.Summaries(model_dir, "eval")
@@ -368,6 +382,10 @@ class _Loop:
     array = self.export({"prompt": jax.tree.map(job_utils.to_host, prompt)})
     self.last_prompt = prompt_path(self.model_dir, step)
     if jax.process_index() == 0:
+      files = self.task_files(array) if self.task_files else {}
+      for name, value in files.items():  # first, so the step's file means all are written
+        prompts_io.save_prompt(os.path.join(self.last_prompt[:-len(".npy")], f"{name}.npy"),
+                               value)
       prompts_io.save_prompt(self.last_prompt, array)
 
   def evaluate(self, step, evaluator, params):

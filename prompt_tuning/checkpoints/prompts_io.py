@@ -32,6 +32,11 @@ def check_prompt(value: np.ndarray, expected_shape: tuple[int, int] | None,
   if expected_shape is not None and len(expected_shape) == 3:  # [layers, p, d]: deep prompts
     from prompt_tuning.prompts import deep
     return deep.check_file(value, *expected_shape, f"Prompt {source}")
+  if value.dtype.names is not None and {"task_rows", "tasks"} <= set(value.dtype.names):  # MPT
+    raise ValueError(f"Prompt {source} is a multi-task (MPT) file of tasks "
+                     f"{[str(t) for t in np.asarray(value['tasks']).tolist()]}; a plain model "
+                     "reads one task's prompt, prompts/step_{STEP}/{task}.npy beside it, and "
+                     "a model with --gin_file=methods/mpt.gin reads this file.")
   if value.dtype.names is not None:  # a record: DePT's parts (prompts/dept.py)
     fields = ", ".join(f"{name} {value.dtype[name].shape}" for name in value.dtype.names)
     want = f"{tuple(expected_shape)} " if expected_shape is not None else ""

@@ -158,8 +158,8 @@ def _shard_info(shard_index: int, num_shards: int) -> seqio.ShardInfo | None:
 def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
                 feature_lengths: Mapping[str, int], batch_size: int, *, shuffle: bool,
                 seed: int | None, num_epochs: int | None, shard_index: int = 0,
-                num_shards: int = 1, drop_remainder: bool = True, skip_batches: int = 0
-                ) -> Iterator[dict[str, np.ndarray]]:
+                num_shards: int = 1, drop_remainder: bool = True, skip_batches: int = 0,
+                task_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """Model batches (see the module docstring) of a task or mixture, from tf.data.
 
   Args:
@@ -175,6 +175,8 @@ def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
     drop_remainder: drop a last batch smaller than batch_size.
     skip_batches: batches to pass over first (inside tf.data, without converting them), so
       a resumed run continues exactly where its checkpoint left the data.
+    task_ids: add `prompt_ids` [batch] int32, each example's task index among the tasks
+      `tasks.get_subtasks(name)` lists (its mixture's order), for multi-task prompts.
 
   Returns:
     An iterator of dicts of int32 arrays [batch_size, length]. Problems with the arguments
@@ -203,16 +205,19 @@ def get_batches(name: str | seqio.Task | seqio.Mixture, split: str,
                                  "_cut": [], "_index": [], "_task": []},
       drop_remainder=drop_remainder).skip(skip_batches).prefetch(tf.data.AUTOTUNE)
   counter = _CutCounter([t.name for t in subtasks], split, lengths, (shard_index, num_shards))
-  return _iterate(ds, counter, provider.name, split, batch_size)
+  return _iterate(ds, counter, provider.name, split, batch_size, task_ids)
 
 
 def _iterate(ds: tf.data.Dataset, counter: _CutCounter, name: str, split: str,
-             batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+             batch_size: int, task_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
   empty = True
   for batch in ds.as_numpy_iterator():
     empty = False
     counter.update(batch["_task"], batch["_index"], batch["_cut"])
-    yield to_model_batch(batch["inputs"], batch["targets"])
+    model_batch = to_model_batch(batch["inputs"], batch["targets"])
+    if task_ids:
+      model_batch["prompt_ids"] = batch["_task"].astype(np.int32)
+    yield model_batch
   counter.finish()
   if empty:
     raise errors.EmptySplitError(

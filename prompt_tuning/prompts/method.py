@@ -18,6 +18,8 @@ prompts/dept.py, prompts/deep.py) overrides only what differs:
     export(module, params)             the prompt file's content for a trained `prompt/` subtree
     serving()                          the method whose model reads such a file, and
       params_from_file(value, ...)     how it turns a file's value into its `prompt/` subtree
+    routes_by_task                     True: each batch row picks its task's prompt by
+      task_prompts(module, params, ids)  `prompt_ids` (multi-task prompts, prompts/mpt.py)
 
 Every trainable parameter of a kind stays under `prompt/`, so PROMPT_REGEX 'prompt/.*' trains
 all of them and the frozen T5 none. Its raw prompt is `prompt/prompt` (`prompts.prompt_parameter`)
@@ -44,6 +46,7 @@ Params = Any
 class Method:
   """The plain prompt: `prompt/prompt` [PROMPT_LENGTH, d_model], exported as it is."""
   name: ClassVar[str] = "prompt"
+  routes_by_task: ClassVar[bool] = False  # batches carry each row's task id as prompt_ids
 
   def prompt_rows(self, prompt_length: int) -> int:
     """Rows of the raw prompt `prompt/prompt` (what an initializer fills) for PROMPT_LENGTH."""
