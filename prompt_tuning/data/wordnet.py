@@ -34,7 +34,7 @@ import json
 import os
 import random
 import re
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prompt_tuning import pretrained
 from prompt_tuning.data import jsonl, registry, vocabularies
@@ -308,7 +308,8 @@ def reverse_dictionary_example(synset: Synset) -> dict[str, str] | None:
 
 def held_out_splits(examples: Iterable[tuple[str, dict[str, str]]], held_out: set[str],
                     sizes: Mapping[str, int], labels: Sequence[str] | None, seed: int,
-                    word_of=None) -> dict[str, list[tuple[str, dict[str, str]]]]:
+                    word_of: Callable[[dict[str, str]], str] | None = None
+                    ) -> dict[str, list[tuple[str, dict[str, str]]]]:
   """{split: [(synset key, example)]}: validation and test drawn only from synsets in
   `held_out`, train only from the others; sizes[split] examples of each label (or in all,
   when `labels` is None). With `word_of(example)`, no word is in two evaluation examples and
