@@ -5,7 +5,7 @@
     python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
 
 Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation,
-longer, adapted, model_tuning.
+longer, adapted, model_tuning, paper_length.
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
@@ -305,6 +305,13 @@ def longer_plan(seeds) -> list[Run]:
   return runs
 
 
+def paper_length_plan(seeds) -> list[Run]:
+  """The paper's 100-row prompt at the decayed recipe, plain and deep, every seed, both
+  tasks (length_plan's run is its constant-rate counterpart)."""
+  return [Run(task=task, seed=seed, method=method, length=100, schedule="linear")
+          for task in TASKS for method in ("prompt", "deep") for seed in seeds]
+
+
 def adapted_plan(seeds) -> list[Run]:
   """The plain and deep prompts at the decayed recipe on the checkpoint LM-adapted four times
   longer than the shipped one (LM_ADAPTED_MORE's lm_adapted_2000), every seed, both tasks."""
@@ -320,6 +327,7 @@ def model_tuning_plan(seeds) -> list[Run]:
 
 
 PLANS = {"recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
+         "paper_length": paper_length_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
          "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan}
@@ -546,6 +554,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--plan", nargs="+", default=[], choices=sorted(PLANS))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="run only these tasks")
+  parser.add_argument("--methods", nargs="+", default=list(METHODS), help="and these methods")
   parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
   parser.add_argument("--work_dir", default="/tmp/small_scale_methods")
   parser.add_argument("--draw_only", action="store_true", help="only print the tables")
@@ -560,7 +570,9 @@ def main(argv=None) -> None:
   shard = tuple(int(x) for x in args.shard.split("/"))
   if not args.draw_only:
     for name in args.plan:
-      run_plan(PLANS[name](args.seeds), shard, args.work_dir)
+      runs = [r for r in PLANS[name](args.seeds)
+              if r.task in args.tasks and r.method in args.methods]
+      run_plan(runs, shard, args.work_dir)
   costs_data = measure_costs() if args.costs else (
       json.load(open(COSTS)) if COSTS.exists() else {})
   results = load_results()
