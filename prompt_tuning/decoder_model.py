@@ -92,17 +92,21 @@ class DecoderModel:
     eos_id: the vocabulary's EOS, where decoding stops.
     bos_id: the vocabulary's BOS when it adds one to every row (data/decoder_features.py's
       layout), else None; a prompt goes after it.
+    pad_id: what fills the padding slots of the jobs' batches (never attended to); default
+      eos_id. Gin files read all three from the tokenizer (`tokenizer_id`).
     activation_dtype, dropout_rate, remat, frozen_dtype: as model.T5Model's.
   """
+  architecture = "decoder_only"  # what job_io reads and feeds for it
 
   def __init__(self, config: decoder_config.DecoderConfig, *, eos_id: int,
-               bos_id: int | None = None, activation_dtype: Any = None,
-               dropout_rate: float | None = None, remat: bool | None = None,
-               frozen_dtype: Any = "float32"):
+               bos_id: int | None = None, pad_id: int | None = None,
+               activation_dtype: Any = None, dropout_rate: float | None = None,
+               remat: bool | None = None, frozen_dtype: Any = "float32"):
     if not isinstance(config, decoder_config.DecoderConfig):
       raise ValueError(f"MODEL_CONFIG={config!r} is not a DecoderConfig; use "
                        "causal_lm.config.config_from_hf(<model directory>).")
-    for name, value in (("eos_id", eos_id), ("bos_id", bos_id)):
+    pad_id = eos_id if pad_id is None else pad_id
+    for name, value in (("eos_id", eos_id), ("bos_id", bos_id), ("pad_id", pad_id)):
       if value is None and name == "bos_id":
         continue
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
@@ -117,6 +121,7 @@ class DecoderModel:
     self.config = config
     self.eos_id = int(eos_id)
     self.bos_id = None if bos_id is None else int(bos_id)
+    self.pad_id = int(pad_id)
     self.frozen_dtype = t5_config.frozen_dtype(frozen_dtype)
 
   @functools.cached_property
@@ -352,6 +357,7 @@ class PromptedDecoderModel(DecoderModel):
     """`params` with `prompt/prompt` from a prompt file's array, checked against
     PROMPT_LENGTH and d_model (errors name `source`)."""
     from prompt_tuning.checkpoints import prompts_io  # pylint: disable=g-import-not-at-top
+    _refuse_deep(value, source)
     value = prompts_io.check_prompt(value, (self.prompt_length, self.config.d_model), source)
     frozen = {k: v for k, v in params.items() if k != "prompt"}
     return {**frozen, "prompt": {"prompt": value}}
@@ -367,6 +373,7 @@ class PromptedDecoderModel(DecoderModel):
     names = list(names) if names is not None else [str(i) for i in range(len(prompt_list))]
     arrays = []
     for name, value in zip(names, prompt_list):
+      _refuse_deep(value, name)
       value = prompts_io.check_prompt(value, None, name)
       if value.shape[1] != self.config.d_model or value.shape[0] < 1:
         raise ValueError(f"Prompt {name} has shape {value.shape} but the model needs [length "
@@ -396,3 +403,29 @@ class PromptedDecoderModel(DecoderModel):
                        "table with PromptedDecoderModel.with_prompt_table.")
     ids = jnp.asarray(ids, jnp.int32)
     return jnp.take(prompt["table"], ids, axis=0), jnp.take(prompt["lengths"], ids)
+
+
+def _refuse_deep(value: Any, source: str) -> None:
+  """A deep prompt file [layers, p, d] is a T5's (methods/deep.gin): say so here, where a
+  decoder-only model reads it, rather than point at a method decoders do not have."""
+  shape = np.shape(value)
+  if len(shape) == 3:
+    raise ValueError(f"Prompt {source} has shape {shape}: a deep prompt [layers, PROMPT_LENGTH, "
+                     "d_model] (methods/deep.gin, T5 models only), but a decoder-only model "
+                     "takes a plain prompt [PROMPT_LENGTH, d_model].")
+
+
+def tokenizer_id(model_dir: str, kind: str) -> int | None:
+  """The 'bos' (None when the tokenizer adds none), 'eos' or 'pad' id of the tokenizer in the
+  decoder model directory `model_dir` (data/hf_tokenizers.py reads it): how gin files give
+  the model the ids its data has (models/hf_decoder.gin)."""
+  from prompt_tuning.data import hf_tokenizers  # pylint: disable=g-import-not-at-top
+  kinds = {"bos": "bos_id", "eos": "eos_id", "pad": "pad_id"}
+  if kind not in kinds:
+    raise ValueError(f"tokenizer_id kind={kind!r} must be one of {sorted(kinds)}.")
+  if model_dir is None:
+    raise ValueError("VOCABULARY_PATH=None, but a decoder-only model reads its BOS, EOS and "
+                     "pad ids from its own tokenizer; set VOCABULARY_PATH to the model "
+                     "directory (models/hf_decoder.gin's default, INITIAL_CHECKPOINT_PATH).")
+  ids = hf_tokenizers.decoder_vocabulary(model_dir).special_ids
+  return getattr(ids, kinds[kind])

@@ -15,18 +15,19 @@ import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from prompt_tuning import ensembles, gin_utils, job_utils, optim, partitioning
+from prompt_tuning import ensembles, gin_utils, job_io, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import evaluation, features, preprocessors, rank_classification, tasks
+from prompt_tuning.data import evaluation, preprocessors, rank_classification, tasks
 
 
-def run_batches(fn: Callable, params: Any, examples: Sequence[dict], batch_size: int,
-                feature_lengths: dict[str, int], mesh: Any) -> Iterator[np.ndarray]:
-  """fn(params, global batch) for each batch of `examples`, as host arrays of real rows only."""
+def run_batches(fn: Callable, params: Any, batches: Iterator[tuple[dict, np.ndarray]],
+                batch_size: int, mesh: Any) -> Iterator[np.ndarray]:
+  """fn(params, global batch) for each (batch, real rows) of `batches` (job_io's, every batch
+  full), as host arrays of real rows only."""
   per_process = batch_size // jax.process_count()
   lo = jax.process_index() * per_process
-  for batch, real in features.batch_examples(examples, batch_size, feature_lengths):
+  for batch, real in batches:
     local = {k: v[lo:lo + per_process] for k, v in batch.items()}
     out = fn(params, partitioning.global_batch(local, mesh))
     yield job_utils.to_host(out)[np.asarray(real)]
@@ -35,8 +36,11 @@ def run_batches(fn: Callable, params: Any, examples: Sequence[dict], batch_size:
 def decode_tokens(model: Any, params: Any, examples: Sequence[dict], batch_size: int,
                   feature_lengths: dict[str, int], method: str, mesh: Any) -> np.ndarray:
   """[num_examples, targets length] decoded token ids (0 after EOS), in order."""
-  predict = _jitted_predict(model.predict, method, feature_lengths["targets"])
-  chunks = list(run_batches(predict, params, examples, batch_size, feature_lengths, mesh))
+  arch = job_io.for_model(model)
+  predict = _jitted_predict(model.predict, method, arch.predict_length_arg,
+                            feature_lengths["targets"])
+  batches = arch.decode_batches(model, examples, batch_size, feature_lengths)
+  chunks = list(run_batches(predict, params, batches, batch_size, mesh))
   return (np.concatenate(chunks) if chunks
           else np.zeros((0, feature_lengths["targets"]), np.int32))
 
@@ -58,7 +62,8 @@ def scores(model: Any, params: Any, examples: Sequence[dict], batch_size: int,
            feature_lengths: dict[str, int], mesh: Any) -> np.ndarray:
   """[num_examples] log-likelihood of each example's targets (EOS included), in order."""
   score = _jitted(model.score)
-  chunks = list(run_batches(score, params, examples, batch_size, feature_lengths, mesh))
+  batches = job_io.for_model(model).score_batches(model, examples, batch_size, feature_lengths)
+  chunks = list(run_batches(score, params, batches, batch_size, mesh))
   return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
 
 
@@ -69,23 +74,22 @@ def _jitted(method: Callable) -> Callable:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_predict(method: Callable, decode_method: str, max_decode_length: int) -> Callable:
+def _jitted_predict(method: Callable, decode_method: str, length_arg: str,
+                    max_decode_length: int) -> Callable:
   return jax.jit(functools.partial(method, method=decode_method,
-                                   max_decode_length=max_decode_length))
+                                   **{length_arg: max_decode_length}))
 
 
 def label_scores(model: Any, params: Any, task: Any, examples: Sequence[dict],
                  labels: Sequence[str], batch_size: int, feature_lengths: dict[str, int],
                  mesh: Any) -> np.ndarray:
   """[num_examples, num_labels] log-likelihood of each label (EOS included) for each example."""
-  candidates = rank_classification.candidate_batch(labels, task, feature_lengths)
-  # Rows need a target to batch; the candidates replace it, so any will do.
-  dummy = candidates["decoder_target_tokens"][0]
-  rows = [{**{k: v for k, v in ex.items() if k in ("inputs", "prompt_id")}, "targets": dummy}
-          for ex in examples]
+  arch = job_io.for_model(model)
+  candidates = arch.candidates(model, labels, task, feature_lengths)
+  batches = arch.rank_batches(model, examples, candidates, batch_size, feature_lengths)
   score = _jitted(model.score_candidates)
-  table = list(run_batches(lambda p, batch: score(p, batch, candidates), params, rows,
-                           batch_size, feature_lengths, mesh))
+  table = list(run_batches(lambda p, batch: score(p, batch, candidates), params, batches,
+                           batch_size, mesh))
   return np.concatenate(table) if table else np.zeros((0, len(labels)), np.float32)
 
 
@@ -222,7 +226,7 @@ def evaluate_params(params: Any, mesh: Any, *, model: Any, mixture_or_task_name:
   if task_examples is None:
     task_examples = scorable_examples(mixture_or_task_name, split, task_feature_lengths,
                                       use_rank_classification=use_rank_classification,
-                                      vocabulary_path=vocabulary_path)
+                                      vocabulary_path=vocabulary_path, model=model)
   if prompt_names is None:  # a multi-task (MPT) model runs each example under its task's prompt
     prompt_names = task_prompt_names(model, [task for task, _ in task_examples])
   groups = [(task, examples, with_prompts(task, examples, prompt_names, ensemble_size))
@@ -255,16 +259,19 @@ def tasks_with_split(name: str, split: str) -> list[Any]:
 def scorable_examples(mixture_or_task_name: str, split: str,
                       task_feature_lengths: dict[str, int], *,
                       use_rank_classification: bool = False,
-                      vocabulary_path: str | None = None) -> list[tuple[Any, list[dict]]]:
+                      vocabulary_path: str | None = None,
+                      model: Any = None) -> list[tuple[Any, list[dict]]]:
   """[(task, its examples of `split`)] for each task of the mixture with that split, read
-  and checked before any compute: metrics need every example's target, and rank
-  classification needs every task's class labels."""
+  (in `model`'s layout, see job_io) and checked before any compute: metrics need every
+  example's target, and rank classification needs every task's class labels."""
   chosen = tasks_with_split(tasks.with_vocabulary(mixture_or_task_name, vocabulary_path), split)
   if use_rank_classification:
     check_class_labels(chosen)
+  arch = job_io.for_model(model)
   task_examples = []
   for task in chosen:
-    examples = features.get_examples(task.name, split, task_feature_lengths)
+    arch.check_task(model, task.name)
+    examples = arch.get_examples(model, task.name, split, task_feature_lengths)
     _check_targets(task, split, examples)
     task_examples.append((task, examples))
   return task_examples
@@ -402,7 +409,7 @@ def evaluate(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task
   partitioning.check_batch_size(batch_size, mesh)
   task_examples = scorable_examples(mixture_or_task_name, split, task_feature_lengths,
                                     use_rank_classification=use_rank_classification,
-                                    vocabulary_path=vocabulary_path)
+                                    vocabulary_path=vocabulary_path, model=model)
   names, members = None, 1
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     if prompts is not None or prompt_ensemble is not None:

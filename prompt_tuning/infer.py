@@ -18,8 +18,8 @@ from absl import logging
 from flax import linen as nn
 
 from prompt_tuning import eval as eval_lib
-from prompt_tuning import gin_utils, job_utils, optim, partitioning
-from prompt_tuning.data import features, rank_classification, tasks
+from prompt_tuning import gin_utils, job_io, job_utils, optim, partitioning
+from prompt_tuning.data import rank_classification, tasks
 import tensorflow as tf  # after gin_utils, which imports it without its start-up chatter
 
 MODES = ("predict", "score", "rank")
@@ -59,6 +59,9 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
   partitioning.check_batch_size(batch_size, mesh)
   name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
   chosen = eval_lib.tasks_with_split(name, split)
+  arch = job_io.for_model(model)
+  for task in chosen:
+    arch.check_task(model, task.name)
   if mode == "rank":
     for task in chosen:
       if not rank_classification.get_class_labels(task):
@@ -86,7 +89,7 @@ def infer(*, model: Any, initial_checkpoint_path: str | None, mixture_or_task_na
     if names is None:  # a multi-task (MPT) model runs each example under its task's prompt
       names = eval_lib.task_prompt_names(model.serving_model(), chosen)
     for task in chosen:
-      examples = features.get_examples(task.name, split, task_feature_lengths)
+      examples = arch.get_examples(model, task.name, split, task_feature_lengths)
       groups.append((task, examples, eval_lib.with_prompts(task, examples, names, members)))
     serving = model.serving_model()  # the params are for the model that reads prompt files
     outputs = _outputs(mode, serving, params, groups, batch_size, task_feature_lengths,

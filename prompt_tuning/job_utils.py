@@ -1,13 +1,12 @@
 """What the train, eval and infer jobs share: parameters placed on the mesh, summaries, the
 checks of their output directories and the lock that keeps one live run per MODEL_DIR.
 
-Parameters are created or read straight into their shards: the frozen T5 from
-INITIAL_CHECKPOINT_PATH (or at random, for the tiny config only), then the model's own
-additions (the prompt) on top.
+Parameters are created or read straight into their shards: the frozen network from
+INITIAL_CHECKPOINT_PATH (or at random, for the tiny T5 config only), then the model's own
+additions (the prompt) on top; job_io reads the checkpoint the model's architecture needs.
 """
 
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -21,72 +20,56 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from prompt_tuning import host_memory, optim, partitioning
-from prompt_tuning.checkpoints import base, loading
-from prompt_tuning.t5 import config as t5_config
-from prompt_tuning.t5 import network
-
-_ARCHITECTURE_IGNORES = ("dtype", "dropout_rate", "vocab_size")
+from prompt_tuning import host_memory, job_io, optim, partitioning
+from prompt_tuning.checkpoints import base
 
 
-def is_tiny(config: t5_config.T5Config) -> bool:
-  """Whether `config` has the tiny test architecture (whatever its dtype, dropout, vocab)."""
-  tiny = t5_config.CONFIGS["t5_1_1_tiny"]
-  fields = [f.name for f in dataclasses.fields(tiny) if f.name not in _ARCHITECTURE_IGNORES]
-  return all(getattr(config, f) == getattr(tiny, f) for f in fields)
-
-
-def frozen_params(config: t5_config.T5Config, path: str | None, shardings: Any,
-                  rng: jax.Array, from_scratch: bool = False) -> Any:
-  """The T5, read from `path` into `shardings`, or random when path is None: for the tiny
-  config (tests, demos) or, with `from_scratch`, any config (pretraining)."""
+def frozen_params(model: Any, path: str | None, shardings: Any, rng: jax.Array,
+                  from_scratch: bool = False) -> Any:
+  """The frozen network of `model`, read from `path` into `shardings`, or random when path
+  is None: for the tiny T5 config (tests, demos) or, with `from_scratch`, any config
+  (pretraining)."""
+  arch = job_io.for_model(model)
   if path is None:
-    check_initial_checkpoint(config, path, from_scratch)
+    check_initial_checkpoint(model, path, from_scratch)
     if from_scratch:
       logging.info("INITIAL_CHECKPOINT_PATH=None: training from random weights.")
     else:
       logging.warning("*** INITIAL_CHECKPOINT_PATH=None: the frozen model is RANDOM (tiny "
                       "config, for tests and demos). Its outputs mean nothing. ***")
     leaves, treedef = jax.tree.flatten(shardings)
-    return _random_init(config, tuple(leaves), treedef)(rng)
+    return _random_init(arch.random_frozen, model.config, tuple(leaves), treedef)(rng)
   logging.info("Loading the frozen model from %s.", path)
-  return loading.load_params(path, config, shardings=shardings)
+  return arch.load(path, model.config, shardings)
 
 
-def check_initial_checkpoint(config: t5_config.T5Config, path: str | None,
-                             from_scratch: bool = False) -> None:
-  """Fails unless `path` holds weights of `config`'s shapes; reads no weights.
+def check_initial_checkpoint(model: Any, path: str | None, from_scratch: bool = False) -> None:
+  """Fails unless `path` holds weights of `model.config`'s shapes; reads no weights.
 
-  None (random weights) is for the tiny config, or any with `from_scratch`. A job checks
+  None (random weights) is for the tiny T5 config, or any with `from_scratch`. A job checks
   this before it creates anything; `frozen_params` reads the weights later.
   """
-  if path is None:
-    if not (from_scratch or is_tiny(config)):
-      raise ValueError("INITIAL_CHECKPOINT_PATH=None (a random frozen model) is only for the "
-                       "tiny config; give the path of a T5X or Hugging Face checkpoint.")
-    return
-  if loading.detect_format(path) == "orbax":
-    return  # its reader reads every weight: the shapes are checked when they are loaded
-  fmt, lazy = loading.read_checkpoint(path, config)
-  loading.check_tree(path, fmt, lazy, optim.flat(network.param_shapes(config)))
+  job_io.for_model(model).check_checkpoint(model.config, path, from_scratch)
 
 
 @functools.lru_cache(maxsize=8)
-def _random_init(config: t5_config.T5Config, shardings: tuple, treedef: Any) -> Any:
+def _random_init(init: Any, config: Any, shardings: tuple, treedef: Any) -> Any:
   """The jitted random initialisation of `config` (compiling it takes seconds even for the
   tiny config, so every run in a process with the same config and shardings shares one)."""
-  return jax.jit(lambda r: network.init_params(config, r),
+  return jax.jit(lambda r: init(config, r),
                  out_shardings=jax.tree.unflatten(treedef, shardings))
 
 
 def place_params(model: Any, initial_checkpoint_path: str | None, mesh: jax.sharding.Mesh,
                  rules: partitioning.Rules, rng: jax.Array, from_scratch: bool = False) -> Any:
-  """Every parameter of `model`, each in its sharding: frozen T5 plus initialised additions."""
+  """Every parameter of `model`, each in its sharding: frozen network plus initialised
+  additions."""
   frozen_rng, init_rng = jax.random.split(rng)
+  arch = job_io.for_model(model)
   shardings = param_shardings(model, mesh, rules)
   frozen_shardings = partitioning.logical_to_sharding(
-      network.param_axes(model.config), mesh, rules, network.param_shapes(model.config))
-  frozen = frozen_params(model.config, initial_checkpoint_path, frozen_shardings, frozen_rng,
+      arch.frozen_axes(model.config), mesh, rules, arch.frozen_shapes(model.config))
+  frozen = frozen_params(model, initial_checkpoint_path, frozen_shardings, frozen_rng,
                          from_scratch)
   frozen = store_frozen(frozen, model.frozen_dtype)
   params = jax.jit(model.init_params, out_shardings=shardings, donate_argnums=1)(init_rng,
@@ -110,7 +93,7 @@ def check_frozen_dtype(model: Any, trainable_regex: str) -> None:
   train them (model tuning) before anything is loaded."""
   if model.frozen_dtype == jnp.float32:
     return
-  checkpoint_leaves = optim.flat(network.param_shapes(model.config))
+  checkpoint_leaves = optim.flat(job_io.for_model(model).frozen_shapes(model.config))
   trained = sorted(set(checkpoint_leaves) & set(optim.trainable_paths(
       model.abstract_params(), trainable_regex)))
   if trained:

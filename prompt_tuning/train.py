@@ -27,10 +27,10 @@ from absl import logging
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
-from prompt_tuning import gin_utils, host_memory, job_utils, optim, partitioning
+from prompt_tuning import gin_utils, host_memory, job_io, job_utils, optim, partitioning
 from prompt_tuning.checkpoints import job as job_ckpt
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import features, tasks
+from prompt_tuning.data import tasks
 
 
 class NonFiniteLossError(ValueError):
@@ -76,10 +76,7 @@ def prompt_path(model_dir: str, step: int) -> str:
 
 def run_config(model: Any, trainable_regex: str) -> dict:
   """What a MODEL_DIR is bound to; a restart with other values is refused."""
-  cfg = model.config
-  return {"model": {k: getattr(cfg, k) for k in (
-              "vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim",
-              "num_encoder_layers", "num_decoder_layers")},
+  return {"model": job_io.for_model(model).run_config(model.config),
           "model_class": type(model).__name__,
           "prompt_length": getattr(model, "prompt_length", None),
           "trainable_regex": trainable_regex,
@@ -127,7 +124,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
   job_ckpt.check_run_config(model_dir, bound_to)
   mixture_or_task_name = tasks.with_vocabulary(mixture_or_task_name, vocabulary_path)
   task_ids = _check_task_routing(model, mixture_or_task_name)
-  job_utils.check_initial_checkpoint(model.config, initial_checkpoint_path, from_scratch)
+  job_io.for_model(model).check_task(model, mixture_or_task_name)
+  job_utils.check_initial_checkpoint(model, initial_checkpoint_path, from_scratch)
   job_utils.make_output_dir(model_dir)  # every input checked: the run may write now
   with job_utils.model_dir_lock(model_dir), _StopRequest() as stop, jax.set_mesh(mesh), \
        nn.logical_axis_rules(rules):
@@ -148,8 +146,8 @@ def train(*, model: Any, model_dir: str, initial_checkpoint_path: str | None,
     gin_utils.write_operative_config(model_dir)
     logging.info("Training %s on %s from step %d to %d; trainable: %s.", type(model).__name__,
                  mixture_or_task_name, first, train_steps, _describe(trainable))
-    batches = _batches(mixture_or_task_name, task_feature_lengths, batch_size, shuffle,
-                       random_seed, skip=first, task_ids=task_ids)
+    batches = _batches(model, mixture_or_task_name, task_feature_lengths, batch_size,
+                       shuffle, random_seed, skip=first, task_ids=task_ids)
     step_fn = None  # compiled for the first batch's shapes and shardings
     loop = _Loop(model_dir, mgr, batch_size, train_steps, log_period, bound_to,
                  model.export_prompt, getattr(model, "task_files", None))
@@ -292,13 +290,13 @@ def _restore(mgr, state, batch_size) -> dict:
   return state
 
 
-def _batches(task, lengths, batch_size, shuffle, seed, skip, task_ids=False):
+def _batches(model, task, lengths, batch_size, shuffle, seed, skip, task_ids=False):
   """This process's slice of each global batch, after the `skip` batches already trained
   (with each example's task index as `prompt_ids` when `task_ids`)."""
-  return features.get_batches(
-      task, "train", lengths, batch_size // jax.process_count(), shuffle=shuffle, seed=seed,
-      num_epochs=None, shard_index=jax.process_index(), num_shards=jax.process_count(),
-      skip_batches=skip, task_ids=task_ids)
+  return job_io.for_model(model).get_batches(
+      model, task, "train", lengths, batch_size // jax.process_count(), shuffle=shuffle,
+      seed=seed, num_epochs=None, shard_index=jax.process_index(),
+      num_shards=jax.process_count(), skip_batches=skip, task_ids=task_ids)
 
 
 def _check_task_routing(model: Any, mixture_or_task_name: str) -> bool:
