@@ -17,7 +17,9 @@ import gin
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
+from tensorboard.backend.event_processing import event_accumulator
 
 from prompt_tuning import decoder_model, gin_utils, optim
 from prompt_tuning import eval as eval_lib
@@ -231,8 +233,6 @@ def test_infer_predictions_equal_decoder_model_predict(llama, tmp_path):
 
 def _last_loss(model_dir: pathlib.Path) -> float:
   """The last 'loss' the run wrote to its TensorBoard events."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   events = event_accumulator.EventAccumulator(str(model_dir / "train"),
                                               size_guidance={"tensors": 0})
   events.Reload()
