@@ -95,13 +95,13 @@ class MultiTask(method_lib.Method):
                        "mixture's name, as methods/mpt.gin passes MIXTURE_OR_TASK_NAME).")
     object.__setattr__(self, "task_names", tuple(names))
     repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+      raise ValueError(f"MPT's tasks {list(names)} repeat {repeated}; give each task once.")
     bad = [n for n in names if not _FILE_NAME.match(n) or n == SHARED_FILE]
-    if repeated or bad:
-      raise ValueError(f"MPT's tasks {list(names)} {'repeat ' + str(repeated) if repeated else ''}"
-                       f"{' and ' if repeated and bad else ''}"
-                       f"{'include ' + str(bad) if bad else ''}; each task needs its own name "
-                       f"of letters, digits and _.:- (not {SHARED_FILE!r}, which names P*'s "
-                       "file).")
+    if bad:
+      raise ValueError(f"MPT's tasks {list(names)} include {bad}; each task's prompt file is "
+                       "named after it, so a name is letters, digits and _.:- and not "
+                       f"{SHARED_FILE!r} (the file of P*).")
 
   def module(self, prompt_length: int, embed_dim: int) -> nn.Module:
     return MultiTaskPrompt(prompt_length, embed_dim, len(self.task_names))
