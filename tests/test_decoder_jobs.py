@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+import tokenizers
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -314,3 +315,27 @@ def test_a_task_tokenized_for_another_model_is_refused(llama, tmp_path):
                     task_feature_lengths=LENGTHS, train_steps=1, batch_size=8,
                     optimizer=optim.adafactor(), checkpoint_period=1)
   assert not (tmp_path / "run").exists()
+
+
+def test_default_initializer_samples_the_tokenizers_ordinary_tokens(llama):
+  """hf_decoder_prompt.gin's default (sampled vocab) draws rows of the model's own ordinary
+  tokens: never the BOS, EOS or pad rows, nor rows past the tokenizer's vocabulary (100 of
+  the ~117 ordinary ids; the T5 rule, ids 3..127 of the 128-row table, would reach them)."""
+  _, directory, _, _ = llama
+  gin.clear_config()
+  try:
+    gin_utils.parse(["models/hf_decoder_prompt.gin"],
+                    [f"INITIAL_CHECKPOINT_PATH='{directory}'", "PROMPT_LENGTH=100"])
+    model = gin.get_configurable(decoder_model.PromptedDecoderModel)()
+  finally:
+    gin.clear_config()
+  frozen = hf_causal_lm.load_params(directory)
+  table = np.asarray(frozen["token_embedder"]["embedding"])
+  prompt = np.asarray(model.init_params(jax.random.PRNGKey(0), frozen)["prompt"]["prompt"])
+  rows = [int(np.flatnonzero((table == row).all(axis=1))[0]) for row in prompt]
+  vocabulary = hf_tokenizers.decoder_vocabulary(directory)
+  special = {vocabulary.special_ids.bos_id, vocabulary.special_ids.eos_id,
+             vocabulary.special_ids.pad_id}
+  assert len(set(rows)) == 100 and not special & set(rows)
+  size = tokenizers.Tokenizer.from_file(f"{directory}/tokenizer.json").get_vocab_size()
+  assert max(rows) < size < table.shape[0]  # the T5 rule would reach rows past the tokenizer
