@@ -1,5 +1,7 @@
 """Five workloads, this library (JAX) vs. the PyTorch PEFT peer, interleaved in time.
 
+    python -m benchmarks.workloads_vs_peft --config smollm_135m [...]   (decoder-only)
+
     python -m benchmarks.workloads_vs_peft [--config t5_1_1_small] [--batch_size 8]
         [--inputs 128] [--targets 16] [--prompt_length 100] [--decode_tokens 32]
         [--workloads train_prompt train_model greedy beam score] [--rounds 5] [--calls 2]
@@ -37,6 +39,11 @@ rate is its calls' units over their mean time), median seconds per call, peak RS
 worker so far (ru_maxrss only grows: later workloads include earlier peaks), XLA's memory and
 cost analyses (JAX), `matmul_flops`' count, achieved FLOP/s and its fraction of the matmul
 rate; per workload the ratio. --write_docs puts a table in docs/performance.md.
+
+A decoder-only --config (`decoder_workloads.CONFIGS`' 'smollm_135m', or a
+`causal_lm.config` size such as 'llama_tiny') runs `decoder_workloads.WORKLOADS` instead
+(train_prompt, greedy, greedy_b1, score) on the same random weights in both frameworks; see
+benchmarks/decoder_workloads.py.
 """
 
 import argparse
@@ -66,17 +73,26 @@ MATMUL_REPEATS = 10
 # ---- shared -------------------------------------------------------------------------------------
 
 
+def is_decoder(args) -> bool:
+  """Whether the workers run a decoder-only model (its --arch is a config.json dict)."""
+  return "model_type" in args.arch
+
+
 def units_per_call(args, workload: str) -> int:
   """What a rate counts: examples (train, score) or new tokens of the batch (decoding)."""
-  return args.batch_size * (args.decode_tokens if workload in DECODING else 1)
+  rows = 1 if workload == "greedy_b1" else args.batch_size
+  return rows * (args.decode_tokens if workload in DECODING + ("greedy_b1",) else 1)
 
 
 def unit(workload: str) -> str:
-  return "new tokens/s" if workload in DECODING else "examples/s"
+  return "new tokens/s" if workload in DECODING + ("greedy_b1",) else "examples/s"
 
 
 def matmul_shape(args) -> tuple[int, int, int]:
   """(m, k, n) of the dominant product: an MLP `wi` over every encoder position."""
+  if is_decoder(args):
+    from benchmarks import decoder_workloads
+    return decoder_workloads.matmul_shape(args)
   return (args.batch_size * (args.inputs + args.prompt_length), args.arch["emb_dim"],
           args.arch["mlp_dim"])
 
@@ -375,7 +391,11 @@ def serve(args) -> None:
   # Libraries print (transformers, absl): send fd 1 to stderr so nothing corrupts the replies.
   os.dup2(2, 1)
   sys.stdout = sys.stderr
-  worker = {"jax": JaxWorker, "peft": PeftWorker}[args.worker](args)
+  if is_decoder(args):
+    from benchmarks import decoder_workloads
+    worker = decoder_workloads.WORKERS[args.worker](args)
+  else:
+    worker = {"jax": JaxWorker, "peft": PeftWorker}[args.worker](args)
   for line in sys.stdin:
     request = json.loads(line)
     try:
@@ -482,7 +502,12 @@ def round_rates(measured: dict, workload: str, args) -> list[float]:
 def result_lines(workload: str, measured: dict, hello: dict, matmul: dict, args) -> list[dict]:
   """One line per framework, then the ratio line."""
   lines, rates = [], {}
-  flops_hand = matmul_flops(args.arch, workload, shapes_of(args))
+  if is_decoder(args):
+    from benchmarks import decoder_workloads
+    flops_hand = decoder_workloads.matmul_flops(decoder_workloads.sizes(args.arch), workload,
+                                                shapes_of(args))
+  else:
+    flops_hand = matmul_flops(args.arch, workload, shapes_of(args))
   for framework, m in measured.items():
     rates[framework] = round_rates(m, workload, args)
     seconds = statistics.median(s for one_round in m["rounds"] for s in one_round)
@@ -496,13 +521,28 @@ def result_lines(workload: str, measured: dict, hello: dict, matmul: dict, args)
         "compiled_memory": m["info"].get("compiled_memory"),
         "flops_xla": m["info"].get("flops_xla"), "flops_hand": flops_hand,
         "flops_per_s": flops_per_s,
-        "matmul_fraction": flops_per_s / matmul[framework]["flops_per_s"]})
+        "matmul_fraction": flops_per_s / matmul[framework]["flops_per_s"],
+        # decoders: what the call computed (both sides start from the same weights and prompt)
+        **{k: m["info"][k] for k in ("scores", "tokens") if k in m["info"]}})
   if {"jax", "peft"} <= set(rates):
     ratios = [j / p for j, p in zip(rates["jax"], rates["peft"])]
     lines.append({"workload": workload, "ratio": "jax / peft", "unit": unit(workload),
                   "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                  "ratio_max": max(ratios)})
+                  "ratio_max": max(ratios), **agreement(measured)})
   return lines
+
+
+def agreement(measured: dict) -> dict:
+  """How far the two sides' outputs differ, where the workers report them (decoders):
+  the largest score difference, or the fraction of decoded tokens that are equal."""
+  info = {f: m["info"] for f, m in measured.items()}
+  if all("scores" in i for i in info.values()):
+    diff = np.abs(np.subtract(info["jax"]["scores"], info["peft"]["scores"]))
+    return {"scores_max_abs_diff": float(diff.max())}
+  if all("tokens" in i for i in info.values()):
+    return {"tokens_equal": float(np.mean(np.equal(info["jax"]["tokens"],
+                                                   info["peft"]["tokens"])))}
+  return {}
 
 
 def matmul_lines(start: dict, end: dict, hello: dict, args) -> dict:
@@ -522,25 +562,30 @@ def markdown(results: list[dict], matmul: dict, hello: dict, args) -> str:
   per = {(r["workload"], r["framework"]): r for r in results if "rate_median" in r}
   ratio = {r["workload"]: r for r in results if "ratio" in r}
   head = ("| workload | unit | jax | peft | jax / peft (min–max) | jax spread | peft spread | "
-          "peak RSS MiB jax / peft | GFLOP a call (hand / XLA) | matmul fraction jax / peft |")
+          "peak RSS MiB jax / peft | above imports jax / peft | GFLOP a call (hand / XLA) | "
+          "matmul fraction jax / peft |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for w in args.workloads:
     j, p, q = per[(w, "jax")], per[(w, "peft")], ratio[w]
     spread = lambda r: f"{r['rate_min']:,.1f}–{r['rate_max']:,.1f}"
     xla = "n/a" if j["flops_xla"] is None else f"{j['flops_xla'] / 1e9:,.2f}"
+    above = lambda r: r["peak_rss_mib"] - r["rss_after_imports_mib"]
     lines.append(
         f"| {w} | {j['unit']} | {j['rate_median']:,.1f} | {p['rate_median']:,.1f} | "
         f"{q['ratio_median']:.2f}x ({q['ratio_min']:.2f}–{q['ratio_max']:.2f}) | {spread(j)} | "
         f"{spread(p)} | {j['peak_rss_mib']:,.0f} / {p['peak_rss_mib']:,.0f} | "
+        f"{above(j):,.0f} / {above(p):,.0f} | "
         f"{j['flops_hand'] / 1e9:,.2f} / {xla} | "
         f"{100 * j['matmul_fraction']:.0f}% / {100 * p['matmul_fraction']:.0f}% |")
   m, k, n = matmul_shape(args)
   sides = "; ".join(f"{f}: {hello[f]['version']}, threads {hello[f]['threads']}, "
                     f"matmul [{m}, {k}] x [{k}, {n}] {matmul[f]['flops_per_s'] / 1e9:,.1f} "
                     "GFLOP/s" for f in matmul)
+  beams = ("greedy_b1 at batch 1, the same weights (safetensors, loaded by both)"
+           if is_decoder(args) else f"{BEAMS} beams")
   settings = (f"{args.config} architecture, random weights, float32, dropout off; batch "
               f"{args.batch_size}, inputs {args.inputs}, targets {args.targets}, prompt "
-              f"{args.prompt_length}, {args.decode_tokens} decoded tokens, {BEAMS} beams; "
+              f"{args.prompt_length}, {args.decode_tokens} decoded tokens, {beams}; "
               f"{args.rounds} interleaved rounds of {args.calls} calls after {args.warmup} "
               f"warm-up. {machine.describe()}. {sides}. XLA's FLOPs count a decoding loop's "
               "body once; RSS is each worker's peak so far (workloads run in the listed order).")
@@ -561,6 +606,14 @@ def drive(argv: list[str], args) -> tuple[list[dict], dict, dict]:
   Returns (the lines, the matmul lines by framework, each worker's `hello`).
   """
   worker_argv = [*argv, "--arch", json.dumps(args.arch)]
+  if is_decoder(args):
+    from benchmarks import decoder_workloads
+    with decoder_workloads.Weights(args.arch) as model_dir:
+      return _drive([*worker_argv, "--model_dir", model_dir], args)
+  return _drive(worker_argv, args)
+
+
+def _drive(worker_argv: list[str], args) -> tuple[list[dict], dict, dict]:
   clients = {f: Client(f, worker_argv) for f in FRAMEWORKS}
   results = []
   try:
@@ -585,12 +638,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_shape_flags(parser, targets=16, prompt_length=100)
   parser.add_argument("--decode_tokens", type=int, default=32, help="new tokens per row")
-  parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+  parser.add_argument("--workloads", nargs="+",
+                      help=f"default: all; T5 {', '.join(WORKLOADS)}; decoder-only "
+                           "train_prompt, greedy, greedy_b1, score")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--calls", type=int, default=2, help="timed calls per round and side")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   add_docs_and_worker_flags(parser, docs_block="workloads")
+  parser.add_argument("--model_dir", help=argparse.SUPPRESS)  # decoders: the shared weights
   args = parser.parse_args(argv)
   if min(args.batch_size, args.inputs, args.targets, args.prompt_length, args.decode_tokens,
          args.rounds, args.calls) < 1 or args.warmup < 0:
@@ -606,7 +662,15 @@ def main(argv=None) -> None:
     return
   if args.write_docs:
     check_docs_block(args.docs_block)
-  args.arch = architecture(args.config)
+  from benchmarks import decoder_workloads
+  decoder = decoder_workloads.is_decoder(args.config)
+  args.arch = (decoder_workloads.architecture if decoder else architecture)(args.config)
+  known = decoder_workloads.WORKLOADS if decoder else WORKLOADS
+  args.workloads = args.workloads or list(known)
+  unknown = [w for w in args.workloads if w not in known]
+  if unknown:
+    raise SystemExit(f"--workloads {' '.join(unknown)}: not a workload of --config "
+                     f"{args.config}; choose from {', '.join(known)}.")
   results, matmul, hello = drive(argv, args)
   text = markdown(results, matmul, hello, args)
   print(text)

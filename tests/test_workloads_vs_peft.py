@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from benchmarks import decoder_workloads as decoder  # noqa: E402
 from benchmarks import workloads_vs_peft as bench  # noqa: E402
 from tests.subprocess_helpers import FAST_COMPILE, REPO  # noqa: E402
 
@@ -92,3 +94,67 @@ def test_worker_errors_reach_the_driver():
       client.ask("hello")
   finally:
     client.close()
+
+
+# ---- decoder-only (benchmarks/decoder_workloads.py) ---------------------------------------------
+
+DECODER_FLAGS = ["--config", "llama_tiny", "--batch_size", "2", "--inputs", "8", "--targets",
+                 "4", "--prompt_length", "3", "--decode_tokens", "3", "--rounds", "1",
+                 "--calls", "1", "--warmup", "0"]
+
+
+@pytest.fixture(scope="module")
+def decoder_lines():
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads_vs_peft", *DECODER_FLAGS],
+                        capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+
+
+def test_decoder_workloads_side_by_side_on_the_same_weights(decoder_lines):
+  """Every decoder workload has both sides' rates and a ratio, and both sides computed the
+  same thing: one random checkpoint and one prompt, so PEFT's target scores equal ours and the
+  first greedy token of each row is the same (later ones may flip on near ties of a tiny
+  random model)."""
+  per = {(l["workload"], l["framework"]): l for l in decoder_lines if "rate_median" in l}
+  assert set(per) == {(w, f) for w in decoder.WORKLOADS for f in ("jax", "peft")}
+  for (workload, _), line in per.items():
+    assert 0 < line["rate_min"] <= line["rate_median"] <= line["rate_max"], line
+    assert line["unit"] == ("new tokens/s" if workload.startswith("greedy") else "examples/s")
+    assert line["peak_rss_mib"] >= line["rss_after_imports_mib"] > 0
+  ratios = {l["workload"]: l for l in decoder_lines if "ratio_median" in l}
+  assert set(ratios) == set(decoder.WORKLOADS)
+  assert ratios["score"]["scores_max_abs_diff"] <= 1e-4, ratios["score"]
+  for workload, rows in (("greedy", 2), ("greedy_b1", 1)):
+    jax_tokens, peft_tokens = (np.asarray(per[(workload, f)]["tokens"]) for f in ("jax", "peft"))
+    assert jax_tokens.shape == peft_tokens.shape == (rows, 3)
+    np.testing.assert_array_equal(jax_tokens[:, 0], peft_tokens[:, 0])
+  for workload in ("train_prompt", "score"):  # XLA also counts norms, softmax and the loss
+    line = per[(workload, "jax")]
+    assert 0.7 < line["flops_hand"] / line["flops_xla"] <= 1.0, line
+
+
+def test_decoder_matmul_flops_by_hand():
+  """A one-layer, one-head gated model, product by product."""
+  sizes = {"d": 2, "heads": 1, "kv_heads": 1, "head_dim": 3, "mlp": 5, "vocab": 7,
+           "layers": 1, "gated": True}
+  shapes = {"batch_size": 2, "inputs": 2, "targets": 1, "prompt_length": 1, "decode_tokens": 2}
+  row = 2 * (2 * 3) * 4 + 2 * (2 * 5) * 3  # q, k, v, o; wi_0, wi_1, wo: 108 a position
+  logits = 2 * 2 * 7
+  attention = lambda q, k: 2 * 2 * 3 * q * k  # q.k and p.v
+  length = 4  # prompt + inputs + targets
+  forward = 2 * (length * (row + logits) + attention(length, length))
+  assert decoder.matmul_flops(sizes, "score", shapes) == forward == 2 * 736
+  assert decoder.matmul_flops(sizes, "train_prompt", shapes) == 2 * (
+      2 * length * (row + logits) + 3 * attention(length, length))
+  # Prefill of 3 positions (logits of the last only), then 1 step attending over 3 + 1 keys.
+  one_row = 3 * row + logits + attention(3, 3) + (row + logits) + attention(1, 4)
+  assert decoder.matmul_flops(sizes, "greedy", shapes) == 2 * one_row == 2 * 644
+  assert decoder.matmul_flops(sizes, "greedy_b1", shapes) == one_row
+
+
+def test_decoder_config_refuses_t5_workloads():
+  with pytest.raises(SystemExit, match=r"--workloads beam: not a workload of --config "
+                                       r"llama_tiny; choose from train_prompt"):
+    bench.main(["--config", "llama_tiny", "--workloads", "beam"])
