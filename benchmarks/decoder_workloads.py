@@ -20,8 +20,15 @@ layout): P prompt rows + --inputs input tokens + --targets target tokens, no pad
   jax   `train.compile_step` (state donated), `PromptedDecoderModel.predict` and `.score`,
         AOT-compiled once.
   peft  `peft.get_peft_model(PromptTuningConfig(CAUSAL_LM, num_virtual_tokens=P))` on the
-        loaded model, labels -100 outside the targets, transformers' Adafactor;
-        `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False)`; a no-grad forward.
+        loaded model, labels -100 outside the targets, transformers' Adafactor; a no-grad
+        forward. Decoding: the base model's `generate(inputs_embeds=[PEFT's prompt rows;
+        embedded inputs], max_new_tokens=N, min_new_tokens=N, do_sample=False)`, i.e. the
+        prompt in the prefill and one cached token a step, which is what PEFT's own
+        `generate` means to do. Not PEFT's own `generate`: in peft 0.21.2 with transformers
+        5.24 it re-injects the prompt at every step and runs the prompt and the last token
+        alone (no cache, no earlier context), so from the second token on its tokens differ
+        from a full uncached greedy loop (seen on a random Llama), and its time is not that
+        of the intended computation.
 """
 
 import functools
@@ -326,17 +333,23 @@ class PeftDecoderWorker(Worker):
     self._reset_prompt()
     rows = batch_rows(workload, self.args.batch_size)
     inputs = self.tokens[:rows, :self.args.inputs]
-    mask = self.mask[:rows, :self.args.inputs]
+    mask = torch.ones((rows, self.args.prompt_length + self.args.inputs), dtype=torch.long)
     new = self.args.decode_tokens
+    base = self.model.get_base_model()
 
     def call():
+      # What PEFT's generate does in its prefill (its prompt rows before the embedded inputs),
+      # then transformers' cached steps: PEFT 0.21.2's own generate under transformers 5
+      # re-injects the prompt at every step without the cache (module docstring).
       with torch.no_grad():  # min_new_tokens and no EOS: exactly `new` tokens
-        return self.model.generate(input_ids=inputs, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=new, min_new_tokens=new, eos_token_id=None,
-                                   pad_token_id=EOS)
+        embeds = torch.cat([self.model.get_prompt(batch_size=rows),
+                            base.get_input_embeddings()(inputs)], dim=1)
+        return base.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                             max_new_tokens=new, min_new_tokens=new, eos_token_id=None,
+                             pad_token_id=EOS)
     out = call()
-    assert out.shape == (rows, self.args.inputs + new), out.shape  # inputs, then new tokens
-    return call, {"tokens": out[:, self.args.inputs:].tolist()}
+    assert out.shape == (rows, new), out.shape  # inputs_embeds alone: only the new tokens
+    return call, {"tokens": out.tolist()}
 
   def _greedy(self):
     return self._decode("greedy")

@@ -228,12 +228,11 @@ class DecoderModel:
     self._check_batch(batch, ("tokens", "mask"))
     embedded, mask, _ = self._sequence(params, jnp.asarray(batch["tokens"], jnp.int32),
                                        jnp.asarray(batch["mask"]), (), batch)
+    last = jnp.argmax(jnp.where(mask, jnp.arange(mask.shape[1]), -1), axis=1)
     logits, variables = self._run(params, embedded, mask, decode=True,
                                   cache_length=embedded.shape[1] + extra_slots,
-                                  mutable=["cache"])
-    last = jnp.argmax(jnp.where(mask, jnp.arange(mask.shape[1]), -1), axis=1)
-    last_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
-    return last_logits, variables["cache"], jnp.sum(mask, axis=1, dtype=jnp.int32)
+                                  logits_at=last, mutable=["cache"])
+    return logits[:, 0], variables["cache"], jnp.sum(mask, axis=1, dtype=jnp.int32)
 
   def _step(self, params: Params, cache, tokens: Array, positions: Array, mask: Array):
     """tokens, positions, mask [n, k] appended to the cache -> (logits [n, k, vocab], cache)."""

@@ -81,7 +81,8 @@ class DecoderOnly(nn.Module):
 
   def __call__(self, embedded: Array, positions: Array, mask: Array, *,
                layer_hook: LayerHook | None = None, deterministic: bool = True,
-               decode: bool = False, cache_length: int | None = None) -> Array:
+               decode: bool = False, cache_length: int | None = None,
+               logits_at: Array | None = None) -> Array:
     """embedded [batch, length, embed], positions [batch, length] int, mask [batch, length]
     bool (real rows) -> logits [batch, length, vocab] float32.
 
@@ -92,6 +93,9 @@ class DecoderOnly(nn.Module):
     the first call (the prefill, any length) creates a cache of `cache_length` positions,
     each later call appends its rows (e.g. one token) and reads the cache, never recomputing
     earlier rows.
+    logits_at: [batch] int, one slot per row: only that slot's logits, [batch, 1, vocab]
+    (a prefill needs only the last real slot's; the vocabulary projection of every slot
+    would cost about a quarter of a small model's prefill).
     """
     cfg = self.config
     x = embedded.astype(cfg.dtype)
@@ -107,6 +111,8 @@ class DecoderOnly(nn.Module):
       if layer_hook is not None:
         x = layer_hook(i, x)
       x = layer(x, rope, mask, deterministic, decode, cache_length)
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)
     x = self.decoder_norm(x)
     if cfg.tie_word_embeddings:
       logits = self.token_embedder.attend(x)
