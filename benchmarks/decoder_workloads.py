@@ -32,13 +32,16 @@ layout): P prompt rows + --inputs input tokens + --targets target tokens, no pad
 """
 
 import functools
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
 
-from benchmarks.step_time_vs_peft import (CLIP, DECAY, LR, WEIGHT_DECAY, peak_rss_mib,
+from benchmarks.step_time_vs_peft import (CLIP, DECAY, LR, REPO, WEIGHT_DECAY, peak_rss_mib,
                                           peft_optimizer)
 from benchmarks.workloads_vs_peft import Worker, analyses
 
@@ -104,7 +107,10 @@ class Weights:
 
   def __enter__(self) -> str:
     self.path = tempfile.mkdtemp(prefix="decoder_workloads_")
-    write_weights(self.arch, self.path)
+    # In a child process: Linux keeps a process's peak RSS across exec, so a driver that
+    # built the model itself would hand its peak to both workers as their starting peak.
+    subprocess.run([sys.executable, "-m", "benchmarks.decoder_workloads", json.dumps(self.arch),
+                    self.path], cwd=REPO, check=True)
     return self.path
 
   def __exit__(self, *exc):
@@ -373,3 +379,7 @@ class PeftDecoderWorker(Worker):
 
 
 WORKERS = {"jax": JaxDecoderWorker, "peft": PeftDecoderWorker}
+
+
+if __name__ == "__main__":  # Weights' child: python -m benchmarks.decoder_workloads ARCH DIR
+  write_weights(json.loads(sys.argv[1]), sys.argv[2])

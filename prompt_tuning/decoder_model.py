@@ -199,9 +199,12 @@ class DecoderModel:
         params, tokens, jnp.asarray(batch["mask"]), (tokens, jnp.asarray(batch["target_mask"])),
         batch)
     logits = self._run(params, embedded, mask, dropout_rng=dropout_rng)
-    log_p = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    # ln p = logit - logsumexp, over every slot then sliced: neither the [batch, L', vocab]
+    # log-softmax nor a sliced copy of the logits is materialised.
     nxt = tokens[:, 1:]
-    picked = jnp.take_along_axis(log_p, nxt[..., None], axis=-1)[..., 0]
+    ahead = jnp.pad(nxt, ((0, 0), (0, 1)))[..., None]  # each slot's next token (last: unused)
+    picked = (jnp.take_along_axis(logits, ahead, axis=-1)[..., 0]
+              - jax.nn.logsumexp(logits, axis=-1))[:, :-1]
     return picked, target[:, 1:].astype(jnp.float32), logits, nxt
 
   # ---- computations -------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class DecoderModel:
     log_p, weights, logits, nxt = self._target_log_probs(params, batch, dropout_rng)
     num = jnp.sum(weights)
     loss = -jnp.sum(log_p * weights) / jnp.maximum(num, 1.0)
-    hits = (jnp.argmax(logits[:, :-1], axis=-1) == nxt).astype(jnp.float32)
+    hits = (jnp.argmax(logits, axis=-1)[:, :-1] == nxt).astype(jnp.float32)
     return loss, {"loss": loss, "accuracy": jnp.sum(hits * weights) / jnp.maximum(num, 1.0),
                   "num_tokens": num}
 
