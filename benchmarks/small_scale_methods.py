@@ -437,6 +437,8 @@ def methods_table(results: dict[str, dict]) -> str:
           ("deep (methods/deep.gin)", "constant", 600, constant("deep", 600)),
           ("deep (methods/deep.gin)", "constant", 2000, constant("deep", 2000)),
           ("deep (methods/deep.gin)", "decayed", 1000, decayed("deep")),
+          ("plain prompt, 100 rows", "decayed", 1000, decayed("prompt", length=100)),
+          ("deep (methods/deep.gin), 100 rows", "decayed", 1000, decayed("deep", length=100)),
           ("model tuning (every weight, Adafactor 1e-3)", "constant", 200,
            dict(method="model_tuning", steps=200))]
   lines = ["| method | rate | steps | " + " | ".join(TASKS) + " |",
@@ -472,6 +474,35 @@ def lm_adaptation_table(results: dict[str, dict]) -> str:
     if runs:
       lines.append(f"| {name} | {len(runs)} | {_stats(accuracy(runs, 0))} | "
                    f"{_stats(accuracy(runs, 1000))} |")
+  return "\n".join(lines)
+
+
+def goal_table(results: dict[str, dict]) -> str:
+  """longer_plan and paper_length_plan on wordnet_topic: each change to the decayed recipe
+  (20 rows, Adafactor 0.3, 1,000 steps, batch 16, the shipped checkpoint), alone."""
+  base = dict(task="wordnet_topic", init="class_labels", length=20, learning_rate=0.3,
+              dropout=0.0, steps=1000, batch_size=16, checkpoint="lm_adapted", schedule="linear")
+  adapted = os.path.join(LM_ADAPTED_MORE, "lm_adapted_2000")
+  changes = [("none (the demo's recipe)", {}), ("learning rate 1.0", dict(learning_rate=1.0)),
+             ("2,000 steps", dict(steps=2000)), ("batch 32, learning rate 1.0",
+                                                 dict(batch_size=32, learning_rate=1.0)),
+             ("the 4x LM-adapted checkpoint", dict(checkpoint=adapted)),
+             ("100 rows (the paper's length)", dict(length=100)),
+             ("100 rows, learning rate 1.0", dict(length=100, learning_rate=1.0))]
+  lines = ["| method | change to the decayed recipe | seeds | test | validation |",
+           "|---|---|---|---|---|"]
+  for method in ("prompt", "deep"):
+    for name, change in changes:
+      fixed = {**base, "method": method, **change}
+      fixed["checkpoint"] = os.path.basename(fixed["checkpoint"])
+      runs = [r for r in results.values()
+              if all(os.path.basename(str(r["run"][k])) == str(v) if k == "checkpoint"
+                     else r["run"][k] == v for k, v in fixed.items())]
+      if runs:
+        step = fixed["steps"]
+        lines.append(f"| {METHOD_NAMES[method]} | {name} | {len(runs)} | "
+                     f"{_stats(accuracy(runs, step))} | "
+                     f"{_stats(accuracy(runs, step, 'validation'))} |")
   return "\n".join(lines)
 
 
@@ -515,9 +546,13 @@ def curves(results: dict[str, dict], task: str, **fixed) -> tuple[list[int], lis
           [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values])
 
 
+COLORS = {"prompt": "tab:blue", "residual": "tab:orange", "deep": "tab:green", "dept": "tab:red"}
+
+
 def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
   """One panel per task: each method's test accuracy along its decayed 1,000-step runs
-  (mean of the seeds, ± sd shaded), model tuning's and the majority class's as lines.
+  (20 rows; dashed: 100), mean of the seeds ± sd shaded, beside model tuning's and the
+  majority class's accuracy.
   False (and nothing written) without matplotlib."""
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
@@ -530,12 +565,16 @@ def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
                 schedule="linear", checkpoint="lm_adapted")
   fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.8), sharey=True)
   for ax, task in zip(axes, TASKS):
-    for method in ("prompt", "residual", "deep", "dept"):
-      steps, mean, sd = curves(results, task, method=method, **recipe)
+    kinds = [(m, 20) for m in ("prompt", "residual", "deep", "dept")] + [("prompt", 100),
+                                                                          ("deep", 100)]
+    for method, length in kinds:
+      steps, mean, sd = curves(results, task, method=method, **dict(recipe, length=length))
       if steps:
-        line, = ax.plot(steps, mean, marker="o", ms=3, label=METHOD_NAMES[method].split(" (")[0])
-        ax.fill_between(steps, np.subtract(mean, sd), np.add(mean, sd),
-                        color=line.get_color(), alpha=0.15)
+        label = METHOD_NAMES[method].split(" (")[0] + (f", {length} rows" if length != 20 else "")
+        color = COLORS[method]
+        ax.plot(steps, mean, marker="o", ms=3, label=label, color=color,
+                ls="--" if length != 20 else "-")
+        ax.fill_between(steps, np.subtract(mean, sd), np.add(mean, sd), color=color, alpha=0.15)
     tuned = [v for g in _group(results, task=task, method="model_tuning").values()
              for v in accuracy(g, 200)]
     if tuned:
@@ -543,7 +582,7 @@ def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
     ax.axhline(mini.majority_accuracy(task), color="grey", ls=":", lw=1, label="majority class")
     ax.set(title=task, xlabel="training step (rate decayed linearly to 0 at 1,000)")
   axes[0].set_ylabel("test accuracy (%)")
-  axes[-1].legend(fontsize=8, loc="lower right")
+  axes[0].legend(fontsize=8, loc="lower right")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -579,6 +618,7 @@ def main(argv=None) -> None:
   blocks = {f"recipe_{task}": recipe_table(results, task) for task in TASKS}
   blocks["methods_results"] = methods_table(results)
   blocks["lm_adaptation"] = lm_adaptation_table(results)
+  blocks["topic_goal"] = goal_table(results)
   blocks["methods_costs"] = costs_table(costs_data)
   seconds = sum(r["seconds"] for r in results.values())
   blocks["methods_setting"] = (

@@ -8,7 +8,8 @@ import pytest
 
 from benchmarks import small_scale_methods as ssm
 
-DRAWN = ("recipe_wordnet_topic", "recipe_wordnet_pos", "methods_results", "lm_adaptation")
+DRAWN = ("recipe_wordnet_topic", "recipe_wordnet_pos", "methods_results", "lm_adaptation",
+         "topic_goal")
 
 
 def _block(doc: str, name: str) -> str:
@@ -27,6 +28,7 @@ def test_docs_tables_are_the_stored_runs_tables():
   drawn = {f"recipe_{task}": ssm.recipe_table(results, task) for task in ssm.TASKS}
   drawn["methods_results"] = ssm.methods_table(results)
   drawn["lm_adaptation"] = ssm.lm_adaptation_table(results)
+  drawn["topic_goal"] = ssm.goal_table(results)
   doc = ssm.DOC.read_text()
   for name in DRAWN:
     assert _block(doc, name).strip() == drawn[name].strip(), (
