@@ -34,6 +34,8 @@ class EncoderDecoder:
   network = t5_network  # the frozen network's param_shapes, param_axes, init_params
   # The keyword of model.predict that bounds the decoded length.
   predict_length_arg = "max_decode_length"
+  # runs/pretrain.gin's default PRETRAIN_OBJECTIVE (data/pretraining.py's objectives).
+  pretrain_objective = "span_corruption"
   _ARCHITECTURE_IGNORES = ("dtype", "dropout_rate", "vocab_size")
 
   # ---- the frozen checkpoint ----------------------------------------------------------------
@@ -125,6 +127,7 @@ class DecoderOnly(EncoderDecoder):
 
   network = decoder_network
   predict_length_arg = "max_new_tokens"
+  pretrain_objective = "causal_lm"  # next-token prediction on every token of a chunk
   # Fields that change how the weights compute rather than which weights there are.
   _RUN_CONFIG_IGNORES = ("dtype", "dropout_rate", "attention_dropout_rate", "remat")
 
@@ -203,6 +206,12 @@ class DecoderOnly(EncoderDecoder):
   def rank_batches(self, model, rows, candidates, batch_size, lengths):
     del candidates
     return self.decode_batches(model, rows, batch_size, lengths)
+
+
+def pretrain_objective(model: Any) -> str:
+  """The pretraining objective for `model`'s kind: T5's span corruption, a decoder-only
+  model's next-token prediction (runs/pretrain.gin: PRETRAIN_OBJECTIVE's default)."""
+  return for_model(model).pretrain_objective
 
 
 def _special_ids(model: Any) -> hf_tokenizers.SpecialIds:

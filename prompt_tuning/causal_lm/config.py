@@ -103,7 +103,7 @@ def _tiny(family: str, **fields) -> DecoderConfig:
 
 
 def get_config(name: str, dtype: Any = None, **overrides) -> DecoderConfig:
-  """The named tiny size, e.g. 'llama_tiny', with optional field overrides."""
+  """The named size, e.g. 'llama_tiny' or 'llama_mini', with optional field overrides."""
   if name not in CONFIGS:
     raise ValueError(f"Unknown decoder config {name!r}; choose one of {sorted(CONFIGS)}, or "
                      "read a Hugging Face model's with config_from_hf(path).")
@@ -297,3 +297,13 @@ CONFIGS: dict[str, DecoderConfig] = {
                        out_bias=True, mlp_bias=True, positions="learned",
                        tie_word_embeddings=True),
 }
+# The project's mini decoder (pretrained/llama_mini, made by pretrained/make_mini_decoder.py):
+# the mini T5's width (d_model 256, 4 heads of 64), vocabulary (8,192 ids) and parameter count
+# (10,489,088 against its 10,491,648). The output layer is untied, as in T5 1.1 and so in the
+# mini T5: both minis then spend 2.1M parameters on the input table and 2.1M on the output
+# layer, and differ in the network between. Six layers with MLP 1,024 take the rest. 256
+# positions hold a 100-row prompt, 64 input and 4 target tokens (RoPE: no parameters).
+CONFIGS["llama_mini"] = DecoderConfig(
+    family="llama", vocab_size=8192, d_model=256, num_heads=4, num_kv_heads=4, head_dim=64,
+    mlp_dim=1024, num_layers=6, max_positions=256)
+hf_config(CONFIGS["llama_mini"])  # a Llama config.json expresses it

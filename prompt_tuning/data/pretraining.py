@@ -1,6 +1,6 @@
 """Pretraining objectives as seqio preprocessors, and text tasks that train with them.
 
-Two objectives, both on token ids (after `seqio.preprocessors.tokenize`, before EOS):
+Three objectives, on token ids (after `seqio.preprocessors.tokenize`):
 
   span_corruption  T5's objective. Texts are concatenated and cut into chunks of a fixed
                    length; in each chunk about `noise_density` of the tokens, in spans of
@@ -13,9 +13,15 @@ Two objectives, both on token ids (after `seqio.preprocessors.tokenize`, before 
   prefix_lm        LM adaptation (Lester et al. 2021, section 3.2): texts are concatenated
                    and cut into chunks as above; each chunk is split at a uniformly random
                    point: the inputs are the prefix, the targets the rest.
+  causal_lm        next-token prediction, for decoder-only models: each text ends in EOS,
+                   texts are concatenated and cut into chunks as above; the inputs are
+                   empty and the targets the whole chunk, so the loss covers every token
+                   (but the first of a row, which nothing precedes). A chunk's EOS marks
+                   where a text ended; none is added at a chunk's end.
 
 `text_task` registers either objective over plain text files, a TFDS dataset or the source of
-a registered seqio task; gin_configs/runs/{pretrain,lm_adapt}.gin use it.
+a registered seqio task; gin_configs/runs/{pretrain,lm_adapt}.gin use it (runs/pretrain.gin
+picks span_corruption for a T5 and causal_lm for a decoder-only model, job_io.py).
 """
 
 import codecs
@@ -27,9 +33,10 @@ import gin
 import seqio
 import tensorflow as tf
 
-from prompt_tuning.data import errors, metrics, postprocessors, tasks, vocabularies
+from prompt_tuning.data import errors, hf_tokenizers, metrics, postprocessors, tasks
+from prompt_tuning.data import vocabularies
 
-OBJECTIVES = ("span_corruption", "prefix_lm")
+OBJECTIVES = ("span_corruption", "prefix_lm", "causal_lm")
 SHUFFLE_BUFFER_SIZE = 10_000
 
 
@@ -43,6 +50,14 @@ def check_noise(noise_density: float, mean_noise_span_length: float) -> None:
   if not mean_noise_span_length >= 1.0:
     raise errors.DataError(f"MEAN_NOISE_SPAN_LENGTH={mean_noise_span_length!r} must be >= 1, "
                            "e.g. 3.0 (T5's mean span length in tokens).")
+
+
+def check_chunk_length(chunk_length: int) -> int:
+  """causal_lm's chunks: at least 2 tokens, so that one is predicted from another."""
+  if isinstance(chunk_length, bool) or not isinstance(chunk_length, int) or chunk_length < 2:
+    raise errors.DataError(f"PRETRAIN_CHUNK_LENGTH={chunk_length!r} must be an int >= 2 (a "
+                           "token predicted from the one before it); use e.g. 64.")
+  return chunk_length
 
 
 def noise_counts(length: int, noise_density: float,
@@ -166,6 +181,21 @@ def prefix_lm(ds: tf.data.Dataset) -> tf.data.Dataset:
   return fn(ds.filter(lambda ex: tf.size(ex["targets"]) >= 2))
 
 
+def end_texts_with_eos(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
+                       ) -> tf.data.Dataset:
+  """Appends EOS to each text's "targets" ids, so that packed chunks keep the boundaries."""
+  eos = hf_tokenizers.special_ids(output_features["targets"].vocabulary).eos_id
+  return ds.map(lambda ex: {"targets": tf.concat([ex["targets"], [eos]], axis=0)},
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def causal_lm(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """{"targets": a chunk [n]} -> {"inputs": [], "targets": the chunk}: the whole chunk is
+  the loss's (data/decoder_features.py puts it in one row, after BOS if there is one)."""
+  return ds.map(lambda ex: {"inputs": tf.zeros([0], ex["targets"].dtype),
+                            "targets": ex["targets"]}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def append_eos(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
                ) -> tf.data.Dataset:
   """Appends EOS to "inputs" and "targets" (both objectives make both from "targets")."""
@@ -258,6 +288,10 @@ def objective_preprocessors(objective: str, *, text_key: str, chunk_length: int,
     raise errors.DataError(f"PRETRAIN_OBJECTIVE={objective!r} is not one of {list(OBJECTIVES)}.")
   tokenize = [functools.partial(text_to_targets, text_key=text_key),
               seqio.preprocessors.tokenize]
+  if objective == "causal_lm":
+    check_chunk_length(chunk_length)
+    return [*tokenize, end_texts_with_eos,
+            functools.partial(pack_tokens, chunk_length=chunk_length), causal_lm]
   if objective == "span_corruption":
     span_corruption_lengths(chunk_length, noise_density, mean_noise_span_length)  # checks
     return [*tokenize, functools.partial(pack_tokens, chunk_length=chunk_length),
@@ -274,10 +308,13 @@ def register_text_task(name: str, source: seqio.DataSource, objective: str, *,
                        vocabulary: seqio.Vocabulary, text_key: str = "text",
                        chunk_length: int = 64, noise_density: float = 0.15,
                        mean_noise_span_length: float = 3.0) -> seqio.Task:
-  """Registers `name`: `source`'s texts under `objective`. Its metric is the accuracy of
+  """Registers `name`: `source`'s texts under `objective` (one of OBJECTIVES). Its metric is the accuracy of
   the whole decoded target, which a pretraining run rarely evaluates."""
   seqio.TaskRegistry.remove(name)
-  features = {k: seqio.Feature(vocabulary, add_eos=False) for k in ("inputs", "targets")}
+  # causal_lm's targets carry their EOS inside (where texts end): the decoder layout must not
+  # add one after each chunk. The other objectives append EOS themselves (append_eos).
+  features = {k: seqio.Feature(vocabulary, add_eos=objective == "causal_lm" and k == "targets")
+              for k in ("inputs", "targets")}
   return seqio.TaskRegistry.add(
       name, source=source, output_features=features,
       preprocessors=objective_preprocessors(
@@ -329,5 +366,7 @@ def feature_lengths(objective: str, chunk_length: int = 64, noise_density: float
     return span_corruption_lengths(chunk_length, noise_density, mean_noise_span_length)
   if objective == "prefix_lm":
     return {"inputs": chunk_length, "targets": chunk_length}
+  if objective == "causal_lm":  # one inputs slot: room for a BOS (a pad slot without one)
+    return {"inputs": 1, "targets": check_chunk_length(chunk_length)}
   raise errors.DataError(f"PRETRAIN_OBJECTIVE={objective!r} is not one of {list(OBJECTIVES)}.")
 

@@ -5,6 +5,10 @@ scratch on WordNet 3.0 by span corruption and then LM-adapted, with its own 8,19
 SentencePiece vocabulary (8,092 pieces + 100 sentinels). Stored as a Hugging Face directory
 (config.json, bfloat16 model.safetensors, spiece.model), loaded as float32; remade from nothing
 by `python -m prompt_tuning.pretrained.make_mini`.
+
+`llama_mini`: a Llama-architecture decoder of the same size, corpus and vocabulary, pretrained
+by next-token prediction (docs/decoder_only.md, "Mini decoder"); made by
+`python -m prompt_tuning.pretrained.make_mini_decoder`.
 """
 
 import os
@@ -17,6 +21,7 @@ MINI_VOCABULARY_PATH = os.path.join(MINI_DIR, "spiece.model")
 # The same run before LM adaptation, for comparisons: in the repository (a clone or an
 # editable install), not in the installed package, which keeps under 30 MB.
 MINI_SPAN_CORRUPTION_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini_span_corruption")
+MINI_DECODER_DIR = os.path.join(PACKAGE_DIR, "llama_mini")
 
 
 def _require(path: str) -> str:
@@ -45,3 +50,15 @@ def mini_span_corruption_path() -> str:
 def mini_vocabulary_path() -> str:
   """The mini T5's SentencePiece model, for VOCABULARY_PATH."""
   return _require(MINI_VOCABULARY_PATH)
+
+
+@gin.configurable(module="prompt_tuning.pretrained")
+def mini_decoder_path() -> str:
+  """The mini decoder (a Hugging Face Llama directory with its tokenizer.model), for
+  INITIAL_CHECKPOINT_PATH (runs/cpu_demo_decoder.gin, models/llama_mini.gin)."""
+  if not os.path.isfile(os.path.join(MINI_DECODER_DIR, "model.safetensors")):
+    raise FileNotFoundError(
+        f"The mini decoder {MINI_DECODER_DIR!r} does not exist yet: make it with "
+        "`python -m prompt_tuning.pretrained.make_mini_decoder` (about 1.5 hours on 2 CPU "
+        "cores), or give another decoder directory with --gin.INITIAL_CHECKPOINT_PATH.")
+  return MINI_DECODER_DIR
