@@ -32,6 +32,8 @@ COMMANDS = {
     "train_rss_stages": ["benchmarks.train_rss_stages", "--write_docs"],
     "mixed_prompts": ["benchmarks.mixed_prompts", "--write_docs"],
     "pod_memory_plan": ["benchmarks.pod_memory_plan", "--write_docs"],
+    "workloads_decoder": ["benchmarks.workloads_vs_peft", "--config", "smollm_135m",
+                          "--docs_block", "workloads_decoder", "--write_docs"],
 }
 
 

@@ -283,7 +283,8 @@ def test_method_gin_files_compose_with_every_model_initializer_and_run_file(meth
   common = ["MODEL_DIR = '/unused'", "PROMPT_LENGTH = 7",
             "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 4}",
             "CLASS_LABELS = ['a', 'b']", "PROMPT_TEXT = 'hello'",
-            f"PROMPT_FILE = '{tmp_path / 'p.npy'}'", "MIXTURE_OR_TASK_NAME = 'demo'"]
+            f"PROMPT_FILE = '{tmp_path / 'p.npy'}'",
+            "MIXTURE_OR_TASK_NAME = 'wordnet_topic'"]  # a registered task: MPT reads its tasks
   demo = build(["runs/cpu_demo.gin", f"methods/{method}.gin"], ["MODEL_DIR = '/unused'"])
   assert demo.method != method_lib.Method()
   same = lambda a, b: a.replace(dropout_rate=0.0) == b.replace(dropout_rate=0.0)  # runs set it

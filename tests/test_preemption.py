@@ -161,6 +161,7 @@ def test_ctrl_c_in_a_multi_process_run_is_passed_on_as_sigterm(monkeypatch):
   """Several processes: JAX's preemption service, which stops them all at one step, listens
   for SIGTERM (the two-process test above); Ctrl-C on one process becomes that SIGTERM."""
   monkeypatch.setattr(jax, "process_count", lambda: 2)
+  before = signal.getsignal(signal.SIGINT)  # Python's default, or what an earlier test left
   received = []
   service = lambda signum, frame: received.append(signum)  # stands in for JAX's handler
   previous = signal.signal(signal.SIGTERM, service)
@@ -175,4 +176,4 @@ def test_ctrl_c_in_a_multi_process_run_is_passed_on_as_sigterm(monkeypatch):
       assert type(stop.error("stopped")) is train.Interrupted
   finally:
     signal.signal(signal.SIGTERM, previous)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before  # restored
