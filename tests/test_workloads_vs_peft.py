@@ -20,14 +20,19 @@ FLAGS = ["--config", "t5_1_1_tiny", "--batch_size", "2", "--inputs", "8", "--tar
          "--warmup", "1"]
 
 
-@pytest.fixture(scope="module")
-def lines():
-  # Only the workers' compile times matter here, and the benchmark's numbers are not checked.
+def _benchmark_lines(flags: list[str]) -> list[dict]:
+  """The JSON lines of `python -m benchmarks.workloads_vs_peft FLAGS`. Only the workers'
+  compile times matter here, and the benchmark's numbers are not checked."""
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads_vs_peft", *FLAGS],
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads_vs_peft", *flags],
                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
   assert proc.returncode == 0, proc.stderr[-5000:]
   return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def lines():
+  return _benchmark_lines(FLAGS)
 
 
 def test_every_workload_and_framework_reports_positive_rates(lines):
@@ -105,11 +110,7 @@ DECODER_FLAGS = ["--config", "llama_tiny", "--batch_size", "2", "--inputs", "8",
 
 @pytest.fixture(scope="module")
 def decoder_lines():
-  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads_vs_peft", *DECODER_FLAGS],
-                        capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-  assert proc.returncode == 0, proc.stderr[-5000:]
-  return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+  return _benchmark_lines(DECODER_FLAGS)
 
 
 def test_decoder_workloads_side_by_side_on_the_same_weights(decoder_lines):
