@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import decoding, host_memory, prompts
+from prompt_tuning import decoding, frozen, prompts
 from prompt_tuning.causal_lm import config as decoder_config
 from prompt_tuning.causal_lm import network
 from prompt_tuning.t5 import config as t5_config
@@ -84,7 +84,7 @@ def positions_from_mask(mask: Array) -> Array:
   return jnp.where(mask, network.positions_of(mask), 0)
 
 
-class DecoderModel:
+class DecoderModel(frozen.FrozenModel):
   """A decoder-only LM whose weights all come from the frozen checkpoint.
 
   Args:
@@ -97,6 +97,8 @@ class DecoderModel:
     activation_dtype, dropout_rate, remat, frozen_dtype: as model.T5Model's.
   """
   architecture = "decoder_only"  # what job_io reads and feeds for it
+
+  network = network  # FrozenModel.random_params initialises the frozen weights with it
 
   def __init__(self, config: decoder_config.DecoderConfig, *, eos_id: int,
                bos_id: int | None = None, pad_id: int | None = None,
@@ -135,24 +137,6 @@ class DecoderModel:
 
   def param_axes(self) -> Params:
     return network.param_axes(self.config)
-
-  def init_params(self, rng: Array, frozen_params: Params) -> Params:
-    del rng
-    return frozen_params
-
-  def export_prompt(self, trainable: Params) -> np.ndarray | None:
-    del trainable
-    return None
-
-  def serving_model(self) -> "DecoderModel":
-    return self
-
-  def random_params(self, rng: Array) -> Params:
-    """Random weights (as Hugging Face initialises them) then `init_params`."""
-    frozen_rng, init_rng = jax.random.split(rng)
-    params = self.init_params(init_rng, network.init_params(self.config, frozen_rng))
-    host_memory.release_free_heap()
-    return params
 
   # ---- the sequence the network sees --------------------------------------------------------
 

@@ -39,7 +39,7 @@ import numpy as np
 from flax import linen as nn
 
 from prompt_tuning import combine as combine_lib
-from prompt_tuning import decoding, host_memory, prompts
+from prompt_tuning import decoding, frozen, prompts
 from prompt_tuning.prompts import deep as deep_lib
 from prompt_tuning.prompts import method as method_lib
 from prompt_tuning.t5 import config as t5_config
@@ -88,7 +88,7 @@ class PromptedTransformer(network.Transformer):
     return self.encoder(combined, mask, not enable_dropout, hook), mask
 
 
-class T5Model:
+class T5Model(frozen.FrozenModel):
   """A T5 whose weights all come from the frozen checkpoint (none added).
 
   Args:
@@ -104,6 +104,8 @@ class T5Model:
       to the activation dtype anyway). Added leaves (the prompt) and optimizer state stay
       float32; model tuning needs 'float32'.
   """
+
+  network = network  # FrozenModel.random_params initialises the frozen weights with it
 
   def __init__(self, config: t5_config.T5Config, activation_dtype: Any = None,
                dropout_rate: float | None = None, eos_id: int = 1,
@@ -139,27 +141,6 @@ class T5Model:
   def param_axes(self) -> Params:
     """The parameter tree with a logical axis-name tuple per leaf, e.g. ('vocab', 'embed')."""
     return network.logical_axes(self._abstract_variables())
-
-  def init_params(self, rng: Array, frozen_params: Params) -> Params:
-    """The full tree from the loaded frozen one; nothing to add here."""
-    del rng
-    return frozen_params
-
-  def export_prompt(self, trainable: Params) -> np.ndarray | None:
-    """The prompt file's content for these trained leaves; None: a T5 has no prompt."""
-    del trainable
-    return None
-
-  def serving_model(self) -> "T5Model":
-    """The model that evaluates this one's exported files: itself."""
-    return self
-
-  def random_params(self, rng: Array) -> Params:
-    """A random model: random T5 weights (as T5X initialises them) then `init_params`."""
-    frozen_rng, init_rng = jax.random.split(rng)
-    params = self.init_params(init_rng, network.init_params(self.config, frozen_rng))
-    host_memory.release_free_heap()  # what the op-by-op initialisation freed
-    return params
 
   # ---- computations -------------------------------------------------------------------------
 
