@@ -22,7 +22,8 @@ Where the prompt goes: each row becomes [BOS] + P + inputs + targets, i.e. after
 vocabulary adds one (`bos_id`), else first. The prompt's rows are ordinary positions (RoPE and
 GPT-2's position table continue after them) and real in the mask; the row's padding stays on
 its side, so a left-padded row stays right-aligned with its prompt next to its tokens, and
-every row computes exactly what it computes alone.
+every row computes exactly what it computes alone. When every row has the same prompt, the
+prompt's keys and values are computed once per batch rather than once per row (`_sequence`).
 """
 
 import functools
@@ -148,25 +149,82 @@ class DecoderModel(frozen.FrozenModel):
                        "PromptedDecoderModel.")
     return None, None
 
-  def _sequence(self, params: Params, tokens: Array, mask: Array, extras: Sequence[Array],
-                batch: dict) -> tuple[Array, Array, list[Array]]:
-    """tokens, mask [batch, L] -> (embedded [batch, L', embed], mask [batch, L'], each extra
-    [batch, L] moved to the new slots (zero/False elsewhere))."""
+  def _shared_prompt(self, params: Params, batch: dict) -> Array | None:
+    """The one prompt [P, embed] every row of `batch` gets, else None (no prompt, a table)."""
+    del params, batch
+    return None
+
+  def _sequence(self, params: Params, batch: dict, extras: Sequence[Array] = (),
+                dropout_rng: Array | None = None) -> tuple[Array | None, Array, Array, list]:
+    """The network's input for batch['tokens'], batch['mask'] [batch, L]: (prefix [Q, embed]
+    or None, embedded rows [batch, L', embed], their mask [batch, L'], each extra [batch, L]
+    moved to the rows' new slots (zero/False elsewhere)).
+
+    With one prompt for every row, [BOS] + P[:-1] is the same at the same positions in
+    every row and, attention being causal, so are its keys and values in every layer: that
+    prefix is computed once (for batch 1, in `_apply`) instead of once per row, and each row
+    keeps P[-1], which predicts the row's first token. The rows' own BOS slots (the prefix
+    has it) are masked off. Dropout would differ per row, so with it every row gets the
+    whole prompt.
+    """
+    tokens = jnp.asarray(batch["tokens"], jnp.int32)
+    mask = jnp.asarray(batch["mask"]).astype(bool)
     embedded = self.module.apply({"params": params}, tokens, method="embed")
-    mask = mask.astype(bool)
-    prompt, lengths = self._prompt(params, batch)
-    if prompt is None:
-      return embedded, mask, list(extras)
-    combined, mask, source, is_token = insert_prompt(embedded, mask, prompt,
-                                                     int(self.bos_id is not None), lengths)
+    lead = int(self.bos_id is not None)
+    shared = self._shared_prompt(params, batch)
+    dropout = dropout_rng is not None and (self.config.dropout_rate > 0
+                                           or self.config.attention_dropout_rate > 0)
+    prefix = None
+    if shared is not None and shared.shape[0] + lead > 1 and not dropout:
+      prefix = shared[:-1].astype(embedded.dtype)
+      if lead:
+        bos = self.module.apply({"params": params}, jnp.full((1, 1), self.bos_id, jnp.int32),
+                                method="embed")[0]
+        prefix = jnp.concatenate([bos, prefix])
+      last = jnp.broadcast_to(shared[-1:], (mask.shape[0], 1, shared.shape[-1]))
+      combined, mask, source, is_token = insert_prompt(embedded, mask, last, lead)
+      if lead:  # each row's first real slot, its BOS
+        first = jnp.argmax(mask, axis=1)
+        mask = mask & (jnp.arange(mask.shape[1])[None] != first[:, None])
+    else:
+      prompt, lengths = self._prompt(params, batch)
+      if prompt is None:
+        return None, embedded, mask, list(extras)
+      combined, mask, source, is_token = insert_prompt(embedded, mask, prompt, lead, lengths)
     moved = [jnp.where(is_token, jnp.take_along_axis(x, source, axis=1), jnp.zeros((), x.dtype))
              for x in extras]
-    return combined, mask, moved
+    return prefix, combined, mask, moved
 
-  def _run(self, params, embedded, mask, *, dropout_rng=None, **kwargs):
-    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
-    return self.module.apply({"params": params}, embedded, positions_from_mask(mask), mask,
-                             deterministic=dropout_rng is None, rngs=rngs, **kwargs)
+  def _apply(self, params: Params, prefix: Array | None, embedded: Array, mask: Array, *,
+             dropout_rng: Array | None = None, cache_slots: int | None = None,
+             logits_at: Array | None = None) -> tuple[Array, Any]:
+    """The network on rows `embedded` [batch, L, embed] (mask [batch, L]) after `prefix`
+    [Q, embed] (or None) -> (logits, cache). The prefix runs once, for batch 1, into a KV
+    cache that every row reads (broadcast, so its gradient is summed over the rows).
+    cache_slots: return a KV cache with that many free slots after the rows (decoding);
+    None: no cache (returned as None). logits_at: as DecoderOnly's.
+    """
+    size, length = mask.shape
+    variables = {"params": params}
+    positions = positions_from_mask(mask)
+    if prefix is not None:
+      q = prefix.shape[0]
+      _, first = self.module.apply(variables, prefix[None], jnp.arange(q)[None],
+                                   jnp.ones((1, q), bool), decode=True,
+                                   cache_length=q + length + (cache_slots or 0),
+                                   logits_at=jnp.zeros((1,), jnp.int32), mutable=["cache"])
+      variables["cache"] = jax.tree.map(
+          lambda x: x if x.ndim == 0 else jnp.broadcast_to(x, (size,) + x.shape[1:]),
+          first["cache"])
+      positions = jnp.where(mask, positions + q, 0)
+    decode = prefix is not None or cache_slots is not None
+    out = self.module.apply(
+        variables, embedded, positions, mask, deterministic=dropout_rng is None,
+        rngs={} if dropout_rng is None else {"dropout": dropout_rng}, decode=decode,
+        cache_length=None if cache_slots is None else length + cache_slots,
+        logits_at=logits_at, mutable=["cache"] if decode else False)
+    logits, new = out if decode else (out, None)
+    return logits, (None if cache_slots is None else new["cache"])
 
   def _check_batch(self, batch: dict, keys: Sequence[str]) -> None:
     missing = [k for k in keys if k not in batch]
@@ -178,11 +236,10 @@ class DecoderModel(frozen.FrozenModel):
     """(ln p of each next token [batch, L' - 1], its weight (target) [batch, L' - 1],
     logits [batch, L', vocab], next tokens [batch, L' - 1])."""
     self._check_batch(batch, ("tokens", "mask", "target_mask"))
-    tokens = jnp.asarray(batch["tokens"], jnp.int32)
-    embedded, mask, (tokens, target) = self._sequence(
-        params, tokens, jnp.asarray(batch["mask"]), (tokens, jnp.asarray(batch["target_mask"])),
-        batch)
-    logits = self._run(params, embedded, mask, dropout_rng=dropout_rng)
+    prefix, embedded, mask, (tokens, target) = self._sequence(
+        params, batch, (jnp.asarray(batch["tokens"], jnp.int32),
+                        jnp.asarray(batch["target_mask"])), dropout_rng)
+    logits, _ = self._apply(params, prefix, embedded, mask, dropout_rng=dropout_rng)
     # ln p = logit - logsumexp, over every slot then sliced: neither the [batch, L', vocab]
     # log-softmax nor a sliced copy of the logits is materialised.
     nxt = tokens[:, 1:]
@@ -213,13 +270,12 @@ class DecoderModel(frozen.FrozenModel):
     """Prompt + [BOS] + inputs into a fresh KV cache of L' + extra_slots slots ->
     (logits of each row's last real slot [batch, vocab], cache, real slots [batch])."""
     self._check_batch(batch, ("tokens", "mask"))
-    embedded, mask, _ = self._sequence(params, jnp.asarray(batch["tokens"], jnp.int32),
-                                       jnp.asarray(batch["mask"]), (), batch)
+    prefix, embedded, mask, _ = self._sequence(params, batch)
     last = jnp.argmax(jnp.where(mask, jnp.arange(mask.shape[1]), -1), axis=1)
-    logits, variables = self._run(params, embedded, mask, decode=True,
-                                  cache_length=embedded.shape[1] + extra_slots,
-                                  logits_at=last, mutable=["cache"])
-    return logits[:, 0], variables["cache"], jnp.sum(mask, axis=1, dtype=jnp.int32)
+    logits, cache = self._apply(params, prefix, embedded, mask, cache_slots=extra_slots,
+                                logits_at=last)
+    count = jnp.sum(mask, axis=1, dtype=jnp.int32)
+    return logits[:, 0], cache, count + (0 if prefix is None else prefix.shape[0])
 
   def _step(self, params: Params, cache, tokens: Array, positions: Array, mask: Array):
     """tokens, positions, mask [n, k] appended to the cache -> (logits [n, k, vocab], cache)."""
@@ -370,6 +426,12 @@ class PromptedDecoderModel(DecoderModel):
     lengths = np.asarray([a.shape[0] for a in arrays], np.int32)
     frozen = {k: v for k, v in params.items() if k != "prompt"}
     return {**frozen, "prompt": {"table": table, "lengths": lengths}}
+
+  def _shared_prompt(self, params: Params, batch: dict) -> Array | None:
+    prompt = params.get("prompt")
+    if prompt is None or "table" in prompt or batch.get("prompt_ids") is not None:
+      return None
+    return jnp.asarray(prompt["prompt"])
 
   def _prompt(self, params: Params, batch: dict) -> tuple[Array, Array | None]:
     prompt = params.get("prompt")

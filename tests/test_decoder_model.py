@@ -4,6 +4,8 @@ transformers on the same embedded rows, left-padded rows equal themselves alone,
 greedy decoding equals an uncached argmax loop, the loss and its prompt gradient equal PEFT's,
 rank classification."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,18 @@ def families(tmp_path_factory):
     out[case] = (hf, model, params)
   return out
 
+
+
+def _full_logits(model, params, tokens, mask):
+  """logits [batch, L + P, vocab] of [BOS] + P + the row, P in every row (the model shares
+  the prompt's computation between rows; this does not)."""
+  module = model.module
+  embedded = module.apply({"params": params}, tokens, method="embed")
+  prompt = params["prompt"]["prompt"]
+  rows = jnp.broadcast_to(prompt, (tokens.shape[0],) + prompt.shape)
+  combined, mask, _, _ = decoder_model.insert_prompt(embedded, mask, rows,
+                                                     int(model.bos_id is not None))
+  return module.apply({"params": params}, combined, decoder_model.positions_from_mask(mask), mask)
 
 def _peft_prompt(model, params):
   """Our prompt as PEFT's: transformers 5 scales Gemma's embeddings inside its embedding
@@ -227,7 +241,7 @@ def test_cached_greedy_equals_an_uncached_argmax_loop(families):
   new = 4
   ours = np.asarray(jax.jit(lambda p, b: model.predict(p, b, max_new_tokens=new))(
       params, _prompt_batch(inputs, WITH_BOS)))
-  full = jax.jit(lambda p, t, m: model._run(p, *model._sequence(p, t, m, (), {"tokens": t})[:2]))
+  full = jax.jit(functools.partial(_full_logits, model))
   for row, x in enumerate(inputs):
     seq = [1] + x
     for step in range(new):
@@ -257,7 +271,7 @@ def test_rank_classification_picks_the_best_candidate(families):
   each = np.asarray(jax.jit(model.score)(params, pairs)).reshape(2, 3)
   np.testing.assert_allclose(got, each, atol=1e-4)
   # By hand: the log-softmax of full forwards over [BOS] + P + x + c, summed over c.
-  full = jax.jit(lambda p, t, m: model._run(p, *model._sequence(p, t, m, (), {"tokens": t})[:2]))
+  full = jax.jit(functools.partial(_full_logits, model))
   for row, x in enumerate(inputs):
     sums = []
     for c in candidates:
@@ -312,3 +326,33 @@ def test_sampling_at_temperature_zero_and_one_beam_are_greedy(families):
   np.testing.assert_array_equal(run(method="beam", beam_size=1), greedy)
   sampled = run(method="sample", rng=jax.random.PRNGKey(0), temperature=1.0)
   assert sampled.shape == greedy.shape and ((sampled >= 0) & (sampled < 97)).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("ids", [NO_BOS, WITH_BOS], ids=["no_bos", "bos"])
+def test_shared_prompt_prefix_equals_the_prompt_in_every_row(families, family, ids):
+  """The prompt's keys and values, computed once for the batch, give each row's loss, score
+  and prompt gradient that the prompt inserted in every row gives (the table path, which
+  never shares), with an empty input and a left-padded batch among the rows."""
+  _, base, params = families[family]
+  model = decoder_model.PromptedDecoderModel(base.config, P, eos_id=EOS, bos_id=ids.bos_id)
+  params = {**params, "prompt": {"prompt": _prompt(base.config.d_model)}}
+  table = model.with_prompt_table(params, [np.asarray(params["prompt"]["prompt"])])
+  inputs, targets = [[5, 6, 7], [], [8, 9, 10, 11, 12]], [[20, EOS], [21, 22, EOS], [EOS]]
+  batch = decoder_features.to_model_batch(inputs, targets, LENGTHS, ids)
+  each = {**batch, "prompt_ids": np.zeros(3, np.int32)}
+  shared_loss = lambda p: model.loss({**params, "prompt": p}, batch)[0]
+  table_loss = lambda p: model.loss({**table, "prompt": {"table": p[None], "lengths":
+                                                         np.asarray([P], np.int32)}}, each)[0]
+  prompt = params["prompt"]["prompt"]
+  got, got_grad = jax.jit(jax.value_and_grad(shared_loss))({"prompt": prompt})
+  want, want_grad = jax.jit(jax.value_and_grad(table_loss))(prompt)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(got_grad["prompt"], want_grad, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(model.score)(params, batch),
+                             jax.jit(model.score)(table, each), atol=1e-4)
+  prompts = _prompt_batch(inputs, ids)
+  np.testing.assert_array_equal(
+      jax.jit(lambda p, b: model.predict(p, b, max_new_tokens=3))(params, prompts),
+      jax.jit(lambda p, b: model.predict(p, b, max_new_tokens=3))(
+          table, {**prompts, "prompt_ids": np.zeros(3, np.int32)}))
