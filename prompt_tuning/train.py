@@ -405,7 +405,9 @@ class _Loop:
     if self.pending:
       self._check(*self.pending)
       metrics = {k: float(job_utils.to_host(v)) for k, v in self.pending[1].items()}
-    if self.evals:
+    if len(self.evals) == 1:  # e.g. only before training: EVAL_PERIOD > TRAIN_STEPS
+      logging.info("Metrics at step %d: %s.", self.evals[0][0], _rounded(self.evals[0][1]))
+    elif self.evals:
       (first, first_metrics), (last, last_metrics) = self.evals[0], self.evals[-1]
       logging.info("Metrics at step %d: %s; at step %d: %s.", first, _rounded(first_metrics),
                    last, _rounded(last_metrics))
