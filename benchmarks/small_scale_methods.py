@@ -5,7 +5,7 @@
     python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
 
 Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation,
-longer, adapted, model_tuning, paper_length.
+longer, adapted, model_tuning, paper_length, decoder (the mini decoder beside the mini T5).
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
@@ -33,7 +33,8 @@ from benchmarks import machine
 from benchmarks import mini_t5_prompt_tuning as mini
 from prompt_tuning import eval as eval_lib
 from prompt_tuning import model as model_lib
-from prompt_tuning import optim, partitioning, pretrained, prompts, train
+from prompt_tuning import decoder_model, optim, partitioning, pretrained, prompts, train
+from prompt_tuning.causal_lm import config as decoder_config
 from prompt_tuning.checkpoints import loading
 from prompt_tuning.data import registry
 from prompt_tuning.prompts import deep, dept, residual
@@ -55,6 +56,7 @@ EVAL_PERIOD = 100
 # The rate of the DePT runs kept in RESULTS_DIR; methods/dept.gin's default later became 5e-2
 # (one 300-step validation run; docs/methods.md). Not in the run key: change both together.
 DEPT_LOW_RANK_LEARNING_RATE = 5e-2  # methods/dept.gin's default
+DECODER = "llama_mini"  # Run.checkpoint naming the shipped mini decoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Run:
   dropout: float = 0.0
   steps: int = 1000
   batch_size: int = 16
-  checkpoint: str = "lm_adapted"  # lm_adapted | span_corruption | a directory
+  checkpoint: str = "lm_adapted"  # lm_adapted | span_corruption | llama_mini | a directory
   low_rank_learning_rate: float | None = None  # DePT's A and B; None: DEPT_LOW_RANK_LEARNING_RATE
   schedule: str = "constant"      # constant | linear | cosine (optim.schedule)
 
@@ -90,9 +92,21 @@ class Run:
 
   @property
   def checkpoint_path(self) -> str:
+    if self.decoder:
+      return pretrained.mini_decoder_path()
     return {"lm_adapted": pretrained.mini_checkpoint_path(),
             "span_corruption": pretrained.MINI_SPAN_CORRUPTION_DIR}.get(self.checkpoint,
                                                                        self.checkpoint)
+
+  @property
+  def decoder(self) -> bool:
+    """The frozen model is the mini decoder (its own tokenizer directory re-tokenizes the
+    task; models/hf_decoder_prompt.gin's VOCABULARY_PATH)."""
+    return self.checkpoint == DECODER
+
+  @property
+  def vocabulary_path(self) -> str | None:
+    return self.checkpoint_path if self.decoder else None
 
 
 class CurveEvaluator:
@@ -110,7 +124,7 @@ class CurveEvaluator:
     self.seconds = 0.0  # spent evaluating, to take out of the run's training time
     self.kwargs = dict(model=model, mixture_or_task_name=run.task,
                        task_feature_lengths=mini.TASKS[run.task], batch_size=64,
-                       use_rank_classification=True)
+                       use_rank_classification=True, vocabulary_path=run.vocabulary_path)
 
   def __call__(self, params, mesh):
     step = self.calls * EVAL_PERIOD
@@ -143,11 +157,27 @@ def prompt_method(run: Run):
 
 
 def build_model(run: Run):
+  if run.decoder:
+    return build_decoder(run)
   config = mini._config()
   if run.method == "model_tuning":
     return model_lib.T5Model(config, dropout_rate=run.dropout)
   return model_lib.PromptedT5Model(config, run.length, initializer(run.init, run.task),
                                    dropout_rate=run.dropout, method=prompt_method(run))
+
+
+def build_decoder(run: Run):
+  """models/hf_decoder_prompt.gin's model on the mini decoder (the plain prompt only)."""
+  if run.method not in ("prompt", "model_tuning"):
+    raise ValueError(f"{run.method!r} is for T5 models; the mini decoder runs 'prompt' and "
+                     "'model_tuning'.")
+  path = run.checkpoint_path
+  ids = {f"{kind}_id": decoder_model.tokenizer_id(path, kind) for kind in ("bos", "eos", "pad")}
+  config = decoder_config.config_from_hf(path)
+  if run.method == "model_tuning":
+    return decoder_model.DecoderModel(config, dropout_rate=run.dropout, **ids)
+  return decoder_model.PromptedDecoderModel(config, run.length, initializer(run.init, run.task),
+                                            dropout_rate=run.dropout, **ids)
 
 
 def build_optimizer(run: Run):
@@ -176,7 +206,8 @@ def execute(run: Run, work_dir: str) -> dict:
               train_steps=run.steps, batch_size=run.batch_size,
               optimizer=build_optimizer(run),
               checkpoint_period=run.steps, eval_period=EVAL_PERIOD, evaluator=evaluator,
-              eval_before_training=True, trainable_regex=regex, random_seed=run.seed)
+              eval_before_training=True, trainable_regex=regex, random_seed=run.seed,
+              vocabulary_path=run.vocabulary_path)
   seconds = time.time() - start
   shutil.rmtree(model_dir, ignore_errors=True)
   return {"run": dataclasses.asdict(run), "seconds": seconds, "eval_seconds": evaluator.seconds,
@@ -238,10 +269,10 @@ def length_plan(seeds) -> list[Run]:
 
 
 def init_plan(seeds) -> list[Run]:
-  """The paper's Figure 3(b) at the chosen recipe: sampled-vocabulary and random-uniform
-  prompts against the class-label init of seeds_plan (whose curve gives step 1,000); topic."""
-  return [Run(seed=seed, init=init) for init in ("random_uniform", "sampled_vocab")
-          for seed in seeds]
+  """The paper's Figure 3(b) at the decayed recipe: sampled-vocabulary and random-uniform
+  prompts against the class-label init of schedule_plan, every seed, both tasks."""
+  return [Run(task=task, seed=seed, init=init, schedule="linear")
+          for seed in seeds for task in TASKS for init in ("sampled_vocab", "random_uniform")]
 
 
 def schedule_plan(seeds) -> list[Run]:
@@ -326,7 +357,17 @@ def model_tuning_plan(seeds) -> list[Run]:
           for seed in seeds for task in TASKS]
 
 
-PLANS = {"recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
+def decoder_plan(seeds) -> list[Run]:
+  """The mini decoder beside the mini T5: the plain prompt at the decayed recipe (the
+  demos' recipe) and model tuning (every weight, Adafactor 1e-3, 200 steps), every seed,
+  both tasks."""
+  return [Run(task=task, seed=seed, checkpoint=DECODER, schedule="linear") for seed in seeds
+          for task in TASKS] + [
+              Run(task=task, seed=seed, checkpoint=DECODER, method="model_tuning",
+                  learning_rate=1e-3, steps=200) for seed in seeds for task in TASKS]
+
+
+PLANS = {"decoder": decoder_plan, "recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
          "paper_length": paper_length_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
@@ -440,7 +481,7 @@ def methods_table(results: dict[str, dict]) -> str:
           ("plain prompt, 100 rows", "decayed", 1000, decayed("prompt", length=100)),
           ("deep (methods/deep.gin), 100 rows", "decayed", 1000, decayed("deep", length=100)),
           ("model tuning (every weight, Adafactor 1e-3)", "constant", 200,
-           dict(method="model_tuning", steps=200))]
+           dict(method="model_tuning", steps=200, checkpoint="lm_adapted"))]
   lines = ["| method | rate | steps | " + " | ".join(TASKS) + " |",
            "|---|---|---|" + "---|" * len(TASKS),
            "| majority class | | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
@@ -503,6 +544,44 @@ def goal_table(results: dict[str, dict]) -> str:
         lines.append(f"| {METHOD_NAMES[method]} | {name} | {len(runs)} | "
                      f"{_stats(accuracy(runs, step))} | "
                      f"{_stats(accuracy(runs, step, 'validation'))} |")
+  return "\n".join(lines)
+
+
+def init_table(results: dict[str, dict]) -> str:
+  """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
+  untrained (step 0) and trained test accuracy."""
+  recipe = dict(method="prompt", length=20, dropout=0.0, learning_rate=0.3, steps=1000,
+                schedule="linear", checkpoint="lm_adapted", batch_size=16)
+  lines = ["| initialisation | " + " | ".join(f"{t}: step 0 | {t}: 1,000 steps" for t in TASKS)
+           + " |", "|---|" + "---|---|" * len(TASKS)]
+  names = {"class_labels": "class labels (prompts/class_labels.gin)",
+           "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
+           "random_uniform": "random uniform (prompts/random_uniform.gin)"}
+  for init, name in names.items():
+    cells = [_cell(results, step, task=task, init=init, **recipe)
+             for task in TASKS for step in (0, 1000)]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def decoder_table(results: dict[str, dict]) -> str:
+  """The mini decoder beside the mini T5 at the same recipes (decoder_plan)."""
+  prompt = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
+                learning_rate=0.3, steps=1000, schedule="linear", batch_size=16)
+  tuning = dict(method="model_tuning", dropout=0.0, learning_rate=1e-3, steps=200,
+                batch_size=16)
+  rows = [("untrained prompt (class-label init)", 0, prompt),
+          ("plain prompt, 20 rows, decayed rate", 1000, prompt),
+          ("model tuning (every weight, Adafactor 1e-3)", 200, tuning)]
+  models = (("mini T5", "lm_adapted"), ("mini decoder", DECODER))
+  lines = ["| run | step | " + " | ".join(f"{t}: {m}" for t in TASKS for m, _ in models)
+           + " |", "|---|---|" + "---|" * (len(TASKS) * len(models)),
+           "| majority class | | " + " | ".join(f"{mini.majority_accuracy(t):.1f}"
+                                              for t in TASKS for _ in models) + " |"]
+  for name, step, fixed in rows:
+    cells = [_cell(results, step, task=task, checkpoint=checkpoint, **fixed)
+             for task in TASKS for _, checkpoint in models]
+    lines.append(f"| {name} | {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -575,7 +654,8 @@ def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
         ax.plot(steps, mean, marker="o", ms=3, label=label, color=color,
                 ls="--" if length != 20 else "-")
         ax.fill_between(steps, np.subtract(mean, sd), np.add(mean, sd), color=color, alpha=0.15)
-    tuned = [v for g in _group(results, task=task, method="model_tuning").values()
+    tuned = [v for g in _group(results, task=task, method="model_tuning",
+                               checkpoint="lm_adapted").values()
              for v in accuracy(g, 200)]
     if tuned:
       ax.axhline(statistics.mean(tuned), color="k", ls="--", lw=1, label="model tuning")
@@ -587,6 +667,17 @@ def plot_curves(results: dict[str, dict], path: pathlib.Path) -> bool:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return True
+
+
+def result_tables(results: dict[str, dict]) -> dict[str, str]:
+  """docs/methods.md's tables of the stored runs, by their block names."""
+  blocks = {f"recipe_{task}": recipe_table(results, task) for task in TASKS}
+  blocks["methods_results"] = methods_table(results)
+  blocks["lm_adaptation"] = lm_adaptation_table(results)
+  blocks["topic_goal"] = goal_table(results)
+  blocks["init_results"] = init_table(results)
+  blocks["decoder_results"] = decoder_table(results)
+  return blocks
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -615,11 +706,7 @@ def main(argv=None) -> None:
   costs_data = measure_costs() if args.costs else (
       json.load(open(COSTS)) if COSTS.exists() else {})
   results = load_results()
-  blocks = {f"recipe_{task}": recipe_table(results, task) for task in TASKS}
-  blocks["methods_results"] = methods_table(results)
-  blocks["lm_adaptation"] = lm_adaptation_table(results)
-  blocks["topic_goal"] = goal_table(results)
-  blocks["methods_costs"] = costs_table(costs_data)
+  blocks = {**result_tables(results), "methods_costs": costs_table(costs_data)}
   seconds = sum(r["seconds"] for r in results.values())
   blocks["methods_setting"] = (
       f"{machine.describe()}; {len(results)} runs, {seconds / 60:.0f} min of runs in all "

@@ -8,9 +8,6 @@ import pytest
 
 from benchmarks import small_scale_methods as ssm
 
-DRAWN = ("recipe_wordnet_topic", "recipe_wordnet_pos", "methods_results", "lm_adaptation",
-         "topic_goal")
-
 
 def _block(doc: str, name: str) -> str:
   return re.search(f"<!-- {name}:begin -->\n(.*?)\n<!-- {name}:end -->", doc, re.S).group(1)
@@ -25,12 +22,9 @@ def test_every_stored_run_is_found_by_its_key():
 
 def test_docs_tables_are_the_stored_runs_tables():
   results = ssm.load_results()
-  drawn = {f"recipe_{task}": ssm.recipe_table(results, task) for task in ssm.TASKS}
-  drawn["methods_results"] = ssm.methods_table(results)
-  drawn["lm_adaptation"] = ssm.lm_adaptation_table(results)
-  drawn["topic_goal"] = ssm.goal_table(results)
+  drawn = ssm.result_tables(results)
   doc = ssm.DOC.read_text()
-  for name in DRAWN:
+  for name in drawn:
     assert _block(doc, name).strip() == drawn[name].strip(), (
         f"docs/methods.md's {name} table is stale: run "
         "`python -m benchmarks.small_scale_methods --draw_only`")
