@@ -120,9 +120,23 @@ def test_pretraining_resumes_exactly_and_exports(recipe):
 
 
 def test_transformers_loads_it_with_our_logits(recipe):
+  _check_in_transformers(str(recipe["out"]))
+
+
+@pytest.mark.skipif(not os.path.isdir(pretrained.MINI_DECODER_DIR),
+                    reason="the shipped mini decoder is not made (make_mini_decoder)")
+def test_the_shipped_mini_decoder_in_transformers():
+  """prompt_tuning/pretrained/llama_mini, the full run's export."""
+  _check_in_transformers(pretrained.MINI_DECODER_DIR)
+  assert network.num_params(decoder_config.config_from_hf(pretrained.MINI_DECODER_DIR)) == (
+      network.num_params(decoder_config.get_config("llama_mini")))
+
+
+def _check_in_transformers(out: str) -> None:
+  """The directory loads in transformers (bfloat16 weights) with our logits, and its
+  tokenizer splits text as SentencePiece does."""
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  out = str(recipe["out"])
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   assert {str(a.dtype) for a in load_file(os.path.join(out, "model.safetensors")).values()} == {
       "bfloat16"}
