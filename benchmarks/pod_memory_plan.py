@@ -7,6 +7,10 @@
 Compiles (never runs) the prompt-tuning train step (`train.train_step`, jitted with the state
 donated as `train.train` does; Adafactor, PROMPT_REGEX, bfloat16 activations) for a simulated
 CPU mesh of N devices, for every NUM_PARTITIONS x REMAT on/off x FROZEN_DTYPE float32/bfloat16.
+`--config` names a T5 (t5/config.py, a PromptedT5Model: encoder inputs, decoder targets) or a
+decoder-only LM (causal_lm/config.py, e.g. llama3_8b, a PromptedDecoderModel whose rows are
+`--inputs` + `--targets` slots, BOS first and the prompt after it); the batch's shapes come
+from `job_io.for_model(model)`, the object the jobs read batches through.
 `--xla_force_host_platform_device_count=N` must be set before jax is imported, so each device
 count runs in its own subprocess (a worker), which prints one JSON line per configuration; this
 process collects them and prints the tables. The inputs are abstract: ShapeDtypeStructs placed
@@ -43,7 +47,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks import machine
 from prompt_tuning import model as model_lib
-from prompt_tuning import optim, partitioning
+from prompt_tuning import decoder_model, optim, partitioning
+from prompt_tuning.causal_lm import config as decoder_config
 from prompt_tuning.t5 import config as t5_config
 
 MEMORY_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
@@ -67,15 +72,19 @@ TPUS = (("v3", 16, lambda n: f"v3-{n}"),
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default="t5_1_1_xxl", choices=sorted(t5_config.CONFIGS))
+  parser.add_argument("--config", default="t5_1_1_xxl",
+                      choices=sorted(t5_config.CONFIGS) + sorted(decoder_config.CONFIGS),
+                      help="a T5 or a decoder-only (causal_lm) named config")
   parser.add_argument("--devices", type=int, nargs="+", default=[16, 32, 64],
                       help="simulated device counts, one worker subprocess each")
   parser.add_argument("--partitions", type=int, nargs="+", default=[8, 16],
                       help="NUM_PARTITIONS values (size of the 'model' mesh axis)")
   parser.add_argument("--batch_size", type=int, default=32, help="global batch")
-  parser.add_argument("--inputs", type=int, default=512, help="encoder input tokens")
+  parser.add_argument("--inputs", type=int, default=512,
+                      help="encoder input tokens; a decoder row's input slots (BOS counted)")
   parser.add_argument("--prompt_length", type=int, default=100)
-  parser.add_argument("--targets", type=int, default=8, help="decoder target tokens")
+  parser.add_argument("--targets", type=int, default=8,
+                      help="target tokens (EOS counted); a decoder row has inputs + targets")
   parser.add_argument("--activation_dtype", default="bfloat16")
   parser.add_argument("--remat", nargs="+", choices=["off", "on"], default=["off", "on"],
                       help="REMAT settings to compile")
@@ -90,8 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---- the worker: one device count, in a process whose XLA_FLAGS set it ---------------------
-# It alone imports memory_analysis and job_utils (they import TensorFlow, through the train
-# job's input pipeline), so the parent stays light.
+# It alone imports memory_analysis, job_io and job_utils (they import TensorFlow, through the
+# train job's input pipeline), so the parent stays light.
 
 
 def skip_reason(devices: int, partitions: int, batch_size: int) -> str | None:
@@ -140,6 +149,28 @@ def replicated_leaves(model, mesh, rules) -> list[str]:
   return sorted(path for path, d in optim.flat(differs).items() if d)
 
 
+def is_decoder(config: str) -> bool:
+  """Whether `config` names a decoder-only LM (causal_lm/config.py) rather than a T5."""
+  return config in decoder_config.CONFIGS
+
+
+# Token ids of the decoder's rows: a tokenizer that adds BOS (Llama 3's does), so the prompt
+# sits after it. Which ids they are changes no shape, so no byte of the plan.
+DECODER_BOS_ID, DECODER_EOS_ID = 1, 2
+
+
+def make_model(args, remat: bool, frozen_dtype: str):
+  """The prompted model of `args.config`: a PromptedT5Model or a PromptedDecoderModel."""
+  settings = dict(activation_dtype=args.activation_dtype, remat=remat,
+                  frozen_dtype=frozen_dtype)
+  if is_decoder(args.config):
+    return decoder_model.PromptedDecoderModel(
+        decoder_config.get_config(args.config), prompt_length=args.prompt_length,
+        bos_id=DECODER_BOS_ID, eos_id=DECODER_EOS_ID, **settings)
+  return model_lib.PromptedT5Model(t5_config.get_config(args.config),
+                                   prompt_length=args.prompt_length, **settings)
+
+
 def fits(total: int, devices: int) -> dict[str, bool]:
   """{slice name: total per-device bytes <= that TPU's HBM per device}."""
   return {name(devices): total <= hbm * 2**30 for _, hbm, name in TPUS}
@@ -148,16 +179,15 @@ def fits(total: int, devices: int) -> dict[str, bool]:
 def measure(args, devices: int, partitions: int, remat: bool, frozen_dtype: str) -> dict:
   """Compiles one configuration for this process's devices; returns its JSON row."""
   from benchmarks import memory_analysis
+  from prompt_tuning import job_io
 
   mesh = partitioning.make_mesh(partitions)
   rules = partitioning.DEFAULT_RULES
-  model = model_lib.PromptedT5Model(
-      t5_config.get_config(args.config), prompt_length=args.prompt_length,
-      activation_dtype=args.activation_dtype, remat=remat, frozen_dtype=frozen_dtype)
+  model = make_model(args, remat, frozen_dtype)
   optimizer, regex = optim.adafactor(), optim.PROMPT_REGEX
-  abstract = memory_analysis.abstract_step_inputs(
-      model, optimizer, regex,
-      memory_analysis.batch_spec(args.batch_size, args.inputs, args.targets))
+  batch = job_io.for_model(model).batch_shapes(
+      args.batch_size, {"inputs": args.inputs, "targets": args.targets})
+  abstract = memory_analysis.abstract_step_inputs(model, optimizer, regex, batch)
   state, frozen, batch, seed = sharded_step_inputs(model, abstract, mesh, rules, regex)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # as train.train runs the step
     start = time.perf_counter()
@@ -303,17 +333,28 @@ def fits_table(rows: list[dict]) -> str:
 
 def report(args, rows: list[dict], workers: list[dict]) -> str:
   """Settings line, the per-device table and the fits table."""
+  if is_decoder(args.config):
+    lengths = (f"rows of inputs {args.inputs} + targets {args.targets} = "
+               f"{args.inputs + args.targets} slots (BOS counted in the inputs, EOS in the "
+               f"targets) + prompt {args.prompt_length} after BOS")
+  else:
+    lengths = (f"inputs {args.inputs} + prompt {args.prompt_length}, targets "
+               f"{args.targets}")
   settings = (
       f"{args.config}, prompt tuning (PROMPT_REGEX, Adafactor), global batch "
-      f"{args.batch_size}, inputs {args.inputs} + prompt {args.prompt_length}, targets "
-      f"{args.targets}, activations {args.activation_dtype}; compiled for simulated CPU "
-      f"devices, `--cpu_compile {args.cpu_compile}` (XLA_FLAGS "
+      f"{args.batch_size}, {lengths}, activations {args.activation_dtype}; compiled for "
+      f"simulated CPU devices, `--cpu_compile {args.cpu_compile}` (XLA_FLAGS "
       f"`{CPU_COMPILES[args.cpu_compile] or 'none'}`); MiB per device. jax {jax.__version__}; "
       f"{machine.describe()}; workers: "
       + ", ".join(f"{w['devices']} devices {w['wall_s']:.0f} s, peak RSS "
                   f"{w['peak_rss_mib']:,.0f} MiB" for w in workers) + ".")
   return (f"{settings}\n\n{markdown_table(rows)}\n\nFits: total per device <= the TPU's HBM "
           f"per device (a plan from CPU compiles, not a TPU measurement):\n\n{fits_table(rows)}")
+
+
+def docs_block(config: str) -> str:
+  """The docs block a plan of `config` replaces: one for T5s, one for decoder-only LMs."""
+  return "pod_memory_plan_decoder" if is_decoder(config) else "pod_memory_plan"
 
 
 def main(argv=None) -> None:
@@ -331,7 +372,7 @@ def main(argv=None) -> None:
   text = report(args, rows, workers)
   print(text)
   if args.write_docs:
-    machine.write_docs_block("pod_memory_plan", text)
+    machine.write_docs_block(docs_block(args.config), text)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ chosen by the model's `architecture` attribute, and every job calls the same met
 import dataclasses
 from typing import Any, Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from prompt_tuning import optim
@@ -89,6 +90,14 @@ class EncoderDecoder:
     """Training batches (features.get_batches's arguments)."""
     del model
     return features.get_batches(name, split, lengths, batch_size, **kwargs)
+
+  def batch_shapes(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+    """A training batch as get_batches yields it, as ShapeDtypeStructs (compile-only
+    plans): int32 encoder inputs [batch, inputs] and decoder features [batch, targets]."""
+    width = lambda key: lengths["inputs"] if key == "encoder_input_tokens" else lengths["targets"]
+    return {k: jax.ShapeDtypeStruct((batch_size, width(k)), np.int32) for k in (
+        "encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+        "decoder_loss_weights")}
 
   def get_examples(self, model: Any, name: str, split: str,
                    lengths: Mapping[str, int]) -> list[dict[str, Any]]:
@@ -179,6 +188,14 @@ class DecoderOnly(EncoderDecoder):
       raise ValueError("Multi-task prompts (batches carrying each row's task) are for T5 "
                        "models; a decoder-only model takes a plain prompt.")
     return decoder_features.get_batches(name, split, lengths, batch_size, **kwargs)
+
+  def batch_shapes(self, batch_size, lengths):
+    """Rows of inputs + targets slots (decoder_features.layout): tokens, mask, positions,
+    target_mask [batch, inputs + targets] and inputs_length [batch]."""
+    shape = (batch_size, lengths["inputs"] + lengths["targets"])
+    dtypes = {"tokens": np.int32, "mask": bool, "positions": np.int32, "target_mask": bool}
+    return {**{k: jax.ShapeDtypeStruct(shape, d) for k, d in dtypes.items()},
+            "inputs_length": jax.ShapeDtypeStruct((batch_size,), np.int32)}
 
   def get_examples(self, model, name, split, lengths):
     del model

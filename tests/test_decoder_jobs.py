@@ -15,6 +15,7 @@ import sys
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -252,6 +253,51 @@ def test_eight_devices_equal_one(llama, tmp_path):
                                np.load(straight / "prompts" / f"step_{step}.npy"),
                                rtol=0, atol=1e-5)
   assert _last_loss(tmp_path) == pytest.approx(_last_loss(straight), abs=1e-5)
+
+
+
+def _spy_on_compile(monkeypatch) -> list:
+  """(model, dtypes of the frozen leaves) of every train step the jobs compile from now on:
+  what gin built and what the job placed."""
+  seen, compile_step = [], train_lib.compile_step
+  def spy(model, optimizer, state, frozen, *args):
+    seen.append((model, {x.dtype for x in jax.tree.leaves(frozen)}))
+    return compile_step(model, optimizer, state, frozen, *args)
+  monkeypatch.setattr(train_lib, "compile_step", spy)
+  return seen
+
+
+def test_remat_trains_the_same_prompt(llama, tmp_path, monkeypatch):
+  """--gin.REMAT=True reaches the decoder (each layer recomputed in the backward pass) and,
+  in float32, trains the straight run's prompts and loss (REMAT=False)."""
+  _, _, common, straight = llama
+  seen = _spy_on_compile(monkeypatch)
+  assert _run("train", *common, "--gin.TRAIN_STEPS=4", f"--gin.MODEL_DIR='{tmp_path}'",
+              "--gin.REMAT=True") == ""
+  [(model, dtypes)] = seen
+  assert model.config.remat and model.config.dtype == jnp.float32
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  for step in (2, 4):
+    np.testing.assert_allclose(np.load(tmp_path / "prompts" / f"step_{step}.npy"),
+                               np.load(straight / "prompts" / f"step_{step}.npy"),
+                               rtol=0, atol=1e-5)
+  assert _last_loss(tmp_path) == pytest.approx(_last_loss(straight), abs=1e-5)
+
+
+def test_frozen_dtype_bfloat16_trains_on_bfloat16_weights(llama, tmp_path, monkeypatch):
+  """--gin.FROZEN_DTYPE='bfloat16': the job holds every checkpoint weight in bfloat16 and
+  trains a float32 prompt; the loss stays within bfloat16's rounding of the float32 run's."""
+  _, _, common, straight = llama
+  seen = _spy_on_compile(monkeypatch)
+  assert _run("train", *common, "--gin.TRAIN_STEPS=4", f"--gin.MODEL_DIR='{tmp_path}'",
+              "--gin.FROZEN_DTYPE='bfloat16'") == ""
+  [(model, dtypes)] = seen
+  assert model.frozen_dtype == jnp.bfloat16 and not model.config.remat
+  assert dtypes == {jnp.dtype(jnp.bfloat16)}
+  prompt = np.load(tmp_path / "prompts" / "step_4.npy")
+  assert prompt.dtype == np.float32
+  assert not np.array_equal(prompt, np.load(straight / "prompts" / "step_4.npy"))  # rounded
+  assert _last_loss(tmp_path) == pytest.approx(_last_loss(straight), rel=1e-2)
 
 
 # ---- bad input through the jobs -------------------------------------------------------------

@@ -307,3 +307,12 @@ CONFIGS["llama_mini"] = DecoderConfig(
     family="llama", vocab_size=8192, d_model=256, num_heads=4, num_kv_heads=4, head_dim=64,
     mlp_dim=1024, num_layers=6, max_positions=256)
 hf_config(CONFIGS["llama_mini"])  # a Llama config.json expresses it
+# Llama 3 8B's architecture (Meta-Llama-3-8B / Llama 3.1 8B config.json; 8,030,261,248
+# parameters, untied output), for the pod memory plan (benchmarks/pod_memory_plan.py): a
+# real checkpoint gives its own config.json through models/hf_decoder_prompt.gin.
+CONFIGS["llama3_8b"] = DecoderConfig(
+    family="llama", vocab_size=128256, d_model=4096, num_heads=32, num_kv_heads=8,
+    head_dim=128, mlp_dim=14336, num_layers=32, norm_epsilon=1e-5, rope_theta=500000.0,
+    rope_scaling="llama3", rope_factor=8.0, rope_low_freq_factor=1.0,
+    rope_high_freq_factor=4.0, rope_original_max_positions=8192, max_positions=131072)
+hf_config(CONFIGS["llama3_8b"])
