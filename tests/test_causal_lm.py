@@ -73,9 +73,8 @@ def test_config_round_trip_and_families():
 
 def test_llama3_8b_has_the_parameters_transformers_builds_from_its_config():
   """'llama3_8b' (the pod memory plan's shape): transformers' LlamaForCausalLM of its
-  config.json, its parameters on the meta device (no memory: accelerate's
-  init_empty_weights; a `torch.device('meta')` block still allocated ~19 GB here), counts
-  the same 8,030,261,248."""
+  config.json, its parameters on the meta device (accelerate's init_empty_weights: no
+  weight is allocated), counts the same 8,030,261,248."""
   import accelerate  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   config = decoder_config.CONFIGS["llama3_8b"]
