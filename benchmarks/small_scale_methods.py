@@ -5,7 +5,8 @@
     python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
 
 Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation,
-longer, adapted, model_tuning, paper_length, decoder (the mini decoder beside the mini T5).
+longer, adapted, model_tuning, paper_length, decoder (the mini decoder beside the mini T5),
+decoder_knobs.
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
@@ -74,6 +75,7 @@ class Run:
   checkpoint: str = "lm_adapted"  # lm_adapted | span_corruption | llama_mini | a directory
   low_rank_learning_rate: float | None = None  # DePT's A and B; None: DEPT_LOW_RANK_LEARNING_RATE
   schedule: str = "constant"      # constant | linear | cosine (optim.schedule)
+  parameter_scale: bool = False   # Adafactor's steps relative to the parameters' RMS
 
   def __post_init__(self):
     if self.method == "dept" and self.low_rank_learning_rate is None:
@@ -82,6 +84,7 @@ class Run:
   def key(self) -> str:
     low_rank = f".lowrank{self.low_rank_learning_rate:g}" if self.method == "dept" else ""
     schedule = "" if self.schedule == "constant" else f".{self.schedule}"
+    schedule += ".pscale" if self.parameter_scale else ""
     return (f"{self.task}.{self.method}.{self.init}.p{self.length}.lr{self.learning_rate:g}"
             f"{schedule}{low_rank}.do{self.dropout:g}.s{self.steps}.b{self.batch_size}"
             f".{self.checkpoint_name}.seed{self.seed}")
@@ -183,7 +186,7 @@ def build_decoder(run: Run):
 def build_optimizer(run: Run):
   """runs/prompt_finetune.gin's Adafactor at the run's rate; DePT's low-rank pair at its own."""
   adafactor = lambda lr: optim.adafactor(learning_rate=lr, decay_rate=0.8,
-                                         multiply_by_parameter_scale=False,
+                                         multiply_by_parameter_scale=run.parameter_scale,
                                          weight_decay_rate=1e-5, clipping_threshold=1.0,
                                          learning_rate_schedule=run.schedule,
                                          train_steps=run.steps)
@@ -367,7 +370,16 @@ def decoder_plan(seeds) -> list[Run]:
                   learning_rate=1e-3, steps=200) for seed in seeds for task in TASKS]
 
 
-PLANS = {"decoder": decoder_plan, "recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
+def decoder_knobs_plan(seeds) -> list[Run]:
+  """The mini decoder's plain prompt with the step size fitted to its embedding table, whose
+  RMS (0.022) is 1/50 of the mini T5's (1.11): Adafactor at 0.3 takes steps of about 0.3 per
+  entry either way. A rate of 0.01, or steps relative to the prompt's own RMS (Adafactor's
+  parameter scaling); topic, first seed only."""
+  return [Run(seed=seeds[0], checkpoint=DECODER, schedule="linear", **change)
+          for change in (dict(learning_rate=0.01), dict(parameter_scale=True))]
+
+
+PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
          "paper_length": paper_length_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
@@ -375,10 +387,13 @@ PLANS = {"decoder": decoder_plan, "recipe": recipe_plan, "longer": longer_plan, 
 
 
 def load_results() -> dict[str, dict]:
+  """The stored runs by key, each run's fields completed with the defaults of fields added
+  after it ran."""
   out = {}
   for path in sorted(RESULTS_DIR.glob("*.json")):
     with open(path) as f:
-      out[path.stem] = json.load(f)
+      result = json.load(f)
+    out[path.stem] = {**result, "run": dataclasses.asdict(Run(**result["run"]))}
   return out
 
 
@@ -551,7 +566,7 @@ def init_table(results: dict[str, dict]) -> str:
   """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
   untrained (step 0) and trained test accuracy."""
   recipe = dict(method="prompt", length=20, dropout=0.0, learning_rate=0.3, steps=1000,
-                schedule="linear", checkpoint="lm_adapted", batch_size=16)
+                schedule="linear", checkpoint="lm_adapted", batch_size=16, parameter_scale=False)
   lines = ["| initialisation | " + " | ".join(f"{t}: step 0 | {t}: 1,000 steps" for t in TASKS)
            + " |", "|---|" + "---|---|" * len(TASKS)]
   names = {"class_labels": "class labels (prompts/class_labels.gin)",
@@ -567,11 +582,15 @@ def init_table(results: dict[str, dict]) -> str:
 def decoder_table(results: dict[str, dict]) -> str:
   """The mini decoder beside the mini T5 at the same recipes (decoder_plan)."""
   prompt = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
-                learning_rate=0.3, steps=1000, schedule="linear", batch_size=16)
+                learning_rate=0.3, steps=1000, schedule="linear", batch_size=16,
+                parameter_scale=False)
   tuning = dict(method="model_tuning", dropout=0.0, learning_rate=1e-3, steps=200,
                 batch_size=16)
   rows = [("untrained prompt (class-label init)", 0, prompt),
           ("plain prompt, 20 rows, decayed rate", 1000, prompt),
+          ("the same at learning rate 0.01", 1000, dict(prompt, learning_rate=0.01)),
+          ("the same with Adafactor's parameter scaling", 1000,
+           dict(prompt, parameter_scale=True)),
           ("model tuning (every weight, Adafactor 1e-3)", 200, tuning)]
   models = (("mini T5", "lm_adapted"), ("mini decoder", DECODER))
   lines = ["| run | step | " + " | ".join(f"{t}: {m}" for t in TASKS for m, _ in models)
