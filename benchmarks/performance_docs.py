@@ -5,7 +5,7 @@
 Each entry below is one `--write_docs` command and the docs blocks it rewrites. Run it on a
 quiet machine: the timed benchmarks wait for idle cores, and the whole list takes about
 2 hours here (the pod plan alone about 100 min of compiles; `--skip pod_memory_plan` leaves
-it out). The `decode_before_after` block is a record of two commits and is not rerun.
+it out), plus about 45 min for the 8B Llama's plan (`pod_memory_plan_decoder`). The `decode_before_after` block is a record of two commits and is not rerun.
 """
 
 import argparse
@@ -32,6 +32,10 @@ COMMANDS = {
     "train_rss_stages": ["benchmarks.train_rss_stages", "--write_docs"],
     "mixed_prompts": ["benchmarks.mixed_prompts", "--write_docs"],
     "pod_memory_plan": ["benchmarks.pod_memory_plan", "--write_docs"],
+    # The measured subset of the 8B Llama's grid (each compile takes 9-16 min on 2 cores).
+    "pod_memory_plan_decoder": ["benchmarks.pod_memory_plan", "--config", "llama3_8b",
+                                "--devices", "16", "32", "--partitions", "8",
+                                "--frozen_dtypes", "bfloat16", "--write_docs"],
     "workloads_decoder": ["benchmarks.workloads_vs_peft", "--config", "smollm_135m",
                           "--docs_block", "workloads_decoder", "--write_docs"],
 }

@@ -116,7 +116,7 @@ def test_pretraining_resumes_exactly_and_exports(recipe):
   assert (out / "tokenizer.model").read_bytes() == pathlib.Path(
       pretrained.MINI_VOCABULARY_PATH).read_bytes()
   card = (out / "README.md").read_text()
-  assert "Pending" in card and f"{summary['last_logged'][1]:.2f}" in card
+  assert "On the mini decoder" in card and f"{summary['last_logged'][1]:.2f}" in card
 
 
 def test_transformers_loads_it_with_our_logits(recipe):

@@ -131,9 +131,12 @@ def test_decoder_workloads_side_by_side_on_the_same_weights(decoder_lines):
     assert jax_tokens.shape == peft_tokens.shape == (rows, 3)
     np.testing.assert_array_equal(jax_tokens, peft_tokens)
     assert ratios[workload]["tokens_equal"] == 1.0
-  for workload in ("train_prompt", "score"):  # XLA also counts norms, softmax and the loss
+  # XLA also counts norms, softmax and the loss, but the model computes the shared prompt's
+  # keys and values once per batch, where the hand count (PEFT's computation) has them in
+  # every row: at most (batch - 1) / batch of the prompt's share of the FLOPs fewer.
+  for workload in ("train_prompt", "score"):
     line = per[(workload, "jax")]
-    assert 0.7 < line["flops_hand"] / line["flops_xla"] <= 1.0, line
+    assert 0.7 < line["flops_hand"] / line["flops_xla"] <= 1.5, line
 
 
 def test_decoder_matmul_flops_by_hand():
