@@ -5,7 +5,9 @@
 Each entry below is one `--write_docs` command and the docs blocks it rewrites. Run it on a
 quiet machine: the timed benchmarks wait for idle cores, and the whole list takes about
 2 hours here (the pod plan alone about 100 min of compiles; `--skip pod_memory_plan` leaves
-it out), plus 4 compiles of 9-16 min each for the 8B Llama's plan (`pod_memory_plan_decoder`). The `decode_before_after` block is a record of two commits and is not rerun.
+it out), plus 4 compiles of 9-16 min each for the 8B Llama's plan
+(`pod_memory_plan_decoder`). The `decode_before_after` block is a record of two commits and
+is not rerun.
 """
 
 import argparse
