@@ -28,12 +28,10 @@ import jax.numpy as jnp
 
 from benchmarks import machine
 from prompt_tuning import model as model_lib
-from prompt_tuning import optim, train
+from prompt_tuning import job_io, optim, train
 from prompt_tuning.t5 import config as t5_config
 
 OPTIMIZERS = {"adafactor": optim.adafactor, "adam": optim.adam}
-FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-            "decoder_loss_weights")
 
 
 def nbytes(tree) -> int:
@@ -42,10 +40,9 @@ def nbytes(tree) -> int:
 
 
 def batch_spec(batch_size: int, inputs: int, targets: int) -> dict:
-  """Abstract int32 batch as the feature converter makes it."""
-  return {k: jax.ShapeDtypeStruct(
-      (batch_size, inputs if k == "encoder_input_tokens" else targets), jnp.int32)
-          for k in FEATURES}
+  """Abstract int32 batch as the feature converter makes it (job_io's T5 batch shapes)."""
+  return job_io.EncoderDecoder().batch_shapes(batch_size,
+                                              {"inputs": inputs, "targets": targets})
 
 
 def abstract_step_inputs(model, optimizer, regex: str, batch: dict) -> tuple:
