@@ -38,9 +38,10 @@ DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "mini_t5.md"
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mini_t5_prompt_tuning.json"
 # Feature lengths of every WordNet task (each cuts < 1% of examples, gin_configs/data/*.gin).
 TASKS = {"wordnet_topic": {"inputs": 48, "targets": 4}, "wordnet_pos": {"inputs": 64, "targets": 4},
-         "wordnet_hypernym": {"inputs": 64, "targets": 4},
+         "wordnet_hypernym": {"inputs": 96, "targets": 4},
          "wordnet_senses": {"inputs": 56, "targets": 4},
-         "wordnet_reverse_dictionary": {"inputs": 48, "targets": 8}}
+         "wordnet_hypernym_word": {"inputs": 56, "targets": 12},
+         "wordnet_topic_pos": {"inputs": 64, "targets": 4}}  # the mixture: its longest task
 # Prompt design: an instruction naming the labels, before each input.
 INSTRUCTIONS = {
     "wordnet_topic": "Is this definition about an animal, artifact, food, location, person or "

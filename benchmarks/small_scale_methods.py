@@ -37,8 +37,8 @@ from prompt_tuning import model as model_lib
 from prompt_tuning import decoder_model, optim, partitioning, pretrained, prompts, train
 from prompt_tuning.causal_lm import config as decoder_config
 from prompt_tuning.checkpoints import loading
-from prompt_tuning.data import registry
-from prompt_tuning.prompts import deep, dept, residual
+from prompt_tuning.data import jsonl, registry, vocabularies, wordnet
+from prompt_tuning.prompts import deep, dept, mpt, residual
 from prompt_tuning.prompts import method as method_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ class Run:
   """One training run; every field changes its numbers, so all of them are in its key."""
   task: str = "wordnet_topic"
   seed: int = 0
-  method: str = "prompt"          # prompt | residual | deep | dept | model_tuning
+  method: str = "prompt"          # prompt | residual | deep | dept | mpt | model_tuning
   init: str = "class_labels"      # class_labels | sampled_vocab | random_uniform
   length: int = 20
   learning_rate: float = 0.3
@@ -76,6 +76,7 @@ class Run:
   low_rank_learning_rate: float | None = None  # DePT's A and B; None: DEPT_LOW_RANK_LEARNING_RATE
   schedule: str = "constant"      # constant | linear | cosine (optim.schedule)
   parameter_scale: bool = False   # Adafactor's steps relative to the parameters' RMS
+  train_examples: int | None = None  # the first N of the train split (few-shot); None: all
 
   def __post_init__(self):
     if self.method == "dept" and self.low_rank_learning_rate is None:
@@ -85,7 +86,8 @@ class Run:
     low_rank = f".lowrank{self.low_rank_learning_rate:g}" if self.method == "dept" else ""
     schedule = "" if self.schedule == "constant" else f".{self.schedule}"
     schedule += ".pscale" if self.parameter_scale else ""
-    return (f"{self.task}.{self.method}.{self.init}.p{self.length}.lr{self.learning_rate:g}"
+    shots = "" if self.train_examples is None else f".n{self.train_examples}"
+    return (f"{self.task}{shots}.{self.method}.{self.init}.p{self.length}.lr{self.learning_rate:g}"
             f"{schedule}{low_rank}.do{self.dropout:g}.s{self.steps}.b{self.batch_size}"
             f".{self.checkpoint_name}.seed{self.seed}")
 
@@ -127,7 +129,8 @@ class CurveEvaluator:
     self.seconds = 0.0  # spent evaluating, to take out of the run's training time
     self.kwargs = dict(model=model, mixture_or_task_name=run.task,
                        task_feature_lengths=mini.TASKS[run.task], batch_size=64,
-                       use_rank_classification=True, vocabulary_path=run.vocabulary_path)
+                       use_rank_classification=registry.class_labels(run.task) is not None,
+                       vocabulary_path=run.vocabulary_path)
 
   def __call__(self, params, mesh):
     step = self.calls * EVAL_PERIOD
@@ -142,10 +145,25 @@ class CurveEvaluator:
     return self.curve[step]["test"]
 
 
+SOURCE_PROMPTS_DIR = ROOT / "benchmarks" / "results" / "transfer_methods" / "prompts"
+FROM_SOURCE = "from_"  # init "from_NAME": the trained prompt SOURCE_PROMPTS_DIR/NAME.npy
+
+
 def initializer(name: str, task: str):
+  if name.startswith(FROM_SOURCE):
+    return prompts.from_file(str(SOURCE_PROMPTS_DIR / f"{name[len(FROM_SOURCE):]}.npy"))
   if name == "class_labels":
-    return prompts.class_labels(registry.class_labels(task), pretrained.MINI_VOCABULARY_PATH)
+    return prompts.class_labels(task_labels(task), pretrained.MINI_VOCABULARY_PATH)
   return {"sampled_vocab": prompts.sampled_vocab, "random_uniform": prompts.random_uniform}[name]()
+
+
+def task_labels(task: str) -> tuple[str, ...]:
+  """A task's class labels, or those of every task of a WordNet mixture, in its order."""
+  names = wordnet.MIXTURES.get(task, (task,))
+  labels = [label for name in names for label in registry.class_labels(name) or ()]
+  if not labels:
+    raise ValueError(f"{task} has no class labels; start its prompt from 'sampled_vocab'.")
+  return tuple(labels)
 
 
 def prompt_method(run: Run):
@@ -156,6 +174,8 @@ def prompt_method(run: Run):
     return deep.method()
   if run.method == "dept":
     return dept.method(max_input_length=mini.TASKS[run.task])
+  if run.method == "mpt":
+    return mpt.method(run.task)
   return method_lib.plain()
 
 
@@ -196,8 +216,30 @@ def build_optimizer(run: Run):
   return adafactor(run.learning_rate)
 
 
-def execute(run: Run, work_dir: str) -> dict:
-  """Trains `run` in a fresh directory under work_dir; its learning curve and costs."""
+def train_task(run: Run, work_dir: str) -> str:
+  """The task `run` trains on: its task, or with train_examples, a registered copy whose
+  train split is the first train_examples lines of the task's train file."""
+  if run.train_examples is None:
+    return run.task
+  files = wordnet.task_files(run.task)
+  with open(files["train"]) as f:
+    lines = [line for _, line in zip(range(run.train_examples), f)]
+  if len(lines) < run.train_examples:
+    raise ValueError(f"{run.task} has {len(lines)} train examples, fewer than "
+                     f"train_examples={run.train_examples}.")
+  name = f"{run.task}_n{run.train_examples}"
+  files["train"] = os.path.join(work_dir, "subsets", f"{name}_train.jsonl")
+  os.makedirs(os.path.dirname(files["train"]), exist_ok=True)
+  with open(files["train"], "w") as f:
+    f.writelines(lines)
+  jsonl.register_jsonl_task(name, files, vocabulary=vocabularies.get_vocabulary(
+      pretrained.MINI_VOCABULARY_PATH), class_labels=registry.class_labels(run.task))
+  return name
+
+
+def execute(run: Run, work_dir: str, keep_prompt: str | None = None) -> dict:
+  """Trains `run` in a fresh directory under work_dir; its learning curve and costs. With
+  `keep_prompt`, the final prompt file is copied there."""
   model_dir = os.path.join(work_dir, run.key())
   shutil.rmtree(model_dir, ignore_errors=True)
   model = build_model(run)
@@ -205,13 +247,17 @@ def execute(run: Run, work_dir: str) -> dict:
   regex = ".*" if run.method == "model_tuning" else optim.PROMPT_REGEX
   start = time.time()
   train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
-              mixture_or_task_name=run.task, task_feature_lengths=mini.TASKS[run.task],
+              mixture_or_task_name=train_task(run, work_dir), task_feature_lengths=mini.TASKS[run.task],
               train_steps=run.steps, batch_size=run.batch_size,
               optimizer=build_optimizer(run),
               checkpoint_period=run.steps, eval_period=EVAL_PERIOD, evaluator=evaluator,
               eval_before_training=True, trainable_regex=regex, random_seed=run.seed,
               vocabulary_path=run.vocabulary_path)
   seconds = time.time() - start
+  if keep_prompt:
+    os.makedirs(os.path.dirname(keep_prompt), exist_ok=True)
+    shutil.copyfile(train.prompt_path(model_dir, run.steps), keep_prompt + ".tmp")
+    os.replace(keep_prompt + ".tmp", keep_prompt)
   shutil.rmtree(model_dir, ignore_errors=True)
   return {"run": dataclasses.asdict(run), "seconds": seconds, "eval_seconds": evaluator.seconds,
           "curve": {str(k): {s: v[f"{run.task}/accuracy"] for s, v in splits.items()}

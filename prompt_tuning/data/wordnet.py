@@ -9,23 +9,23 @@ The tasks (shipped as JSONL in assets/wordnet/, registered on import):
                  (six lexicographer files), balanced.
   wordnet_pos    the part of speech of a sense from its definition and one example sentence
                  with the lemma masked as "___": one of POS_LABELS, balanced.
-  wordnet_hypernym  "word: A kind of: B definition: <A's>": is A a kind of B? true or false,
-                 balanced. A is a noun; B is A's direct hypernym (true) or another noun with
-                 hyponyms, of that hypernym's lexicographer file and depth, no ancestor of A
-                 (false), so B is as general a word of the same field either way.
+  wordnet_hypernym  "is A a kind of B? A: <A's definition>; B: <B's definition>": true or
+                 false, balanced. A is a noun; B is A's direct hypernym (true) or
+                 another noun with hyponyms at that hypernym's depth but of another
+                 lexicographer file, no ancestor of A (false).
   wordnet_senses   "word: X definition: ...": how many senses the word X has in WordNet (all
                  parts of speech, case ignored): one of SENSES_LABELS (one, few = 2-3,
                  many = 4+), balanced.
-  wordnet_reverse_dictionary  "noun: <definition>" (or verb, adjective, adverb) -> the word,
+  wordnet_hypernym_word  "noun: <definition>" (or verb) -> the word of its direct hypernym,
                  generated and scored by exact match (accuracy of the whitespace-normalised
-                 text). Only synsets with one lemma, a lowercase single word that the
-                 definition does not contain, so exactly one answer is right.
+                 text). Only definitions that do not contain that word, and only words that
+                 answer at least HYPERNYM_WORD_MIN_TRAIN synsets outside the held-out ones.
 The synsets of wordnet_topic's and wordnet_pos's validation and test splits are left out of
 the corpus, so the pretrained model never saw the text it is evaluated on. The later three
 tasks keep that: their validation and test examples are built only from those held-out
 synsets (never a new synset, so the shipped corpus and model stay valid) and their train
-examples only from the rest; in wordnet_senses and wordnet_reverse_dictionary no word is in
-two validation or test examples, nor in a train example when it is in one of those.
+examples only from the rest; in wordnet_senses no word is in two validation or test
+examples, nor in a train example when it is in one of those.
 """
 
 import collections
@@ -54,15 +54,16 @@ POS_LABELS = ("noun", "verb", "adjective", "adverb")
 TASK_SIZES = {"train": 500, "validation": 100, "test": 100}  # examples per class
 HYPERNYM_LABELS = ("true", "false")  # yes / no; single pieces of the mini vocabulary
 SENSES_LABELS = ("one", "few", "many")  # 1, 2-3, 4+ senses
-REVERSE_DICTIONARY_SIZES = {"train": 3000, "validation": 250, "test": 250}  # examples
+HYPERNYM_WORD_SIZES = {"train": 3000, "validation": 150, "test": 200}  # examples
+HYPERNYM_WORD_MIN_TRAIN = 10  # examples outside the held-out synsets with the same answer
 # {task: its class labels, None for generated text}
 TASK_LABELS = {"wordnet_topic": TOPIC_LABELS, "wordnet_pos": POS_LABELS,
                "wordnet_hypernym": HYPERNYM_LABELS, "wordnet_senses": SENSES_LABELS,
-               "wordnet_reverse_dictionary": None}
+               "wordnet_hypernym_word": None}
 TASK_NAMES = tuple(TASK_LABELS)
 MIXTURE_NAME = "wordnet"  # every task at equal rates: one run, or one eval with PROMPTS
 # Each mixture's tasks, at equal rates. USE_RANK_CLASSIFICATION=True refuses `wordnet` (the
-# reverse dictionary has no labels): `wordnet_classification` is its classification tasks, and
+# hypernym word task has no labels): `wordnet_classification` is its classification tasks, and
 # `wordnet_topic_pos` the first two tasks (the two-prompt examples of README and serving.md).
 MIXTURES = {MIXTURE_NAME: TASK_NAMES,
             "wordnet_classification": tuple(n for n, labels in TASK_LABELS.items() if labels),
@@ -232,23 +233,23 @@ def depths(synsets: Iterable[Synset]) -> dict[str, int]:
 
 
 def hypernym_pools(synsets: Sequence[Synset], below: Mapping[str, Sequence[str]],
-                   depth: Mapping[str, int]) -> dict[tuple[int, int], list[str]]:
-  """{(lexicographer file, depth): keys of the nouns there that have hyponyms}, in file order:
-  where a false B is drawn from, so it is as general a word of the same field as the true."""
-  pools: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
+                   depth: Mapping[str, int]) -> dict[int, list[str]]:
+  """{depth: keys of the nouns at that depth that have hyponyms}, in file order: where a
+  false B is drawn from, so it is as general a word as the true one."""
+  pools: dict[int, list[str]] = collections.defaultdict(list)
   for synset in synsets:
     if synset.pos == "n" and below.get(synset.key):
-      pools[(synset.lexfile, depth[synset.key])].append(synset.key)
+      pools[depth[synset.key]].append(synset.key)
   return dict(pools)
 
 
 def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
-                     pools: Mapping[tuple[int, int], Sequence[str]], depth: Mapping[str, int],
+                     pools: Mapping[int, Sequence[str]], depth: Mapping[str, int],
                      seed: int) -> dict[str, str] | None:
-  """"word: A kind of: B definition: ..." -> true (B is A's first hypernym) or false (B is
-  another noun with hyponyms, of the hypernym's lexicographer file and depth, no ancestor of
-  A and named by no ancestor's word), by a coin seeded with the synset; None for a non-noun,
-  or when the definition contains the hypernym's word or B (a surface cue)."""
+  """"is A a kind of B? A: <A's definition>; B: <B's definition>" -> true (B is A's first hypernym) or
+  false (B is a noun with hyponyms at the hypernym's depth, of another lexicographer file, no
+  ancestor of A and named by no ancestor's word), by a coin seeded with the synset; None for a
+  non-noun, or when A's definition contains the hypernym's word or B (a surface cue)."""
   if synset.pos != "n" or not synset.hypernyms:
     return None
   rng = random.Random(f"{seed}:{synset.key}")
@@ -259,10 +260,11 @@ def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
   if answer == "false":
     above = ancestors(synset, by_key)
     taken = {lemma.lower() for key in above for lemma in by_key[key].lemmas}
-    pool = pools[(parent.lexfile, depth[parent.key])]
-    drawn = [key for key in rng.sample(pool, min(20, len(pool)))
+    pool = pools[depth[parent.key]]
+    drawn = [key for key in rng.sample(pool, min(40, len(pool)))
              if key not in above and key != synset.key
-             and by_key[key].lemmas[0].lower() not in taken]
+             and by_key[key].lexfile != parent.lexfile
+             and by_key[key].lemmas[0].lower() not in taken][:20]
     if not drawn:
       return None
 
@@ -275,8 +277,30 @@ def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
   word = parent.lemmas[0]
   if _mentions(synset.definition, word):
     return None
-  return {"inputs": f"word: {synset.lemmas[0]} kind of: {word} definition: {synset.definition}",
+  return {"inputs": f"is {synset.lemmas[0]} a kind of {word}? {synset.lemmas[0]}: "
+                    f"{synset.definition}; {word}: {parent.definition}",
           "targets": answer}
+
+
+def hypernym_word_example(synset: Synset, by_key: Mapping[str, Synset]
+                          ) -> dict[str, str] | None:
+  """"noun: <definition>" (or verb) -> the word of its first hypernym; None without one, or
+  when the definition contains that word (the answer is named, not copied)."""
+  if not synset.hypernyms:
+    return None
+  word = by_key[synset.hypernyms[0]].lemmas[0]
+  if _mentions(synset.definition, word):
+    return None
+  return {"inputs": f"{POS_NAMES[synset.pos]}: {synset.definition}", "targets": word}
+
+
+def frequent_answers(examples: Iterable[tuple[str, dict[str, str]]], held_out: set[str],
+                     minimum: int) -> Iterator[tuple[str, dict[str, str]]]:
+  """The examples whose target is the target of at least `minimum` examples outside
+  `held_out` (which train splits draw from): an answer the train split can teach."""
+  examples = list(examples)
+  counts = collections.Counter(ex["targets"] for key, ex in examples if key not in held_out)
+  return (row for row in examples if counts[row[1]["targets"]] >= minimum)
 
 
 def sense_counts(synsets: Iterable[Synset]) -> collections.Counter:
@@ -290,20 +314,6 @@ def senses_example(synset: Synset, counts: Mapping[str, int]) -> dict[str, str]:
   count = counts[word.lower()]
   label = SENSES_LABELS[0] if count == 1 else SENSES_LABELS[1] if count <= 3 else SENSES_LABELS[2]
   return {"inputs": f"word: {word} definition: {synset.definition}", "targets": label}
-
-
-_PLAIN_WORD = re.compile(r"[a-z]+(-[a-z]+)*")
-
-
-def reverse_dictionary_example(synset: Synset) -> dict[str, str] | None:
-  """"noun: <definition>" -> its word; only a synset with one lemma, a lowercase word that the
-  definition does not contain, so the answer is unique and not copied."""
-  if len(synset.lemmas) != 1 or not _PLAIN_WORD.fullmatch(synset.lemmas[0]):
-    return None
-  word = synset.lemmas[0]
-  if _mentions(synset.definition, word):
-    return None
-  return {"inputs": f"{POS_NAMES[synset.pos]}: {synset.definition}", "targets": word}
 
 
 def held_out_splits(examples: Iterable[tuple[str, dict[str, str]]], held_out: set[str],
@@ -380,9 +390,10 @@ def build_tasks(synsets: Sequence[Synset], seed: int = 0) -> dict[str, dict[str,
   tasks["wordnet_senses"] = held_out_splits(
       _examples(synsets, lambda s: senses_example(s, counts)), held_out, TASK_SIZES,
       SENSES_LABELS, seed + 3, word_of=lambda ex: first_word(ex).lower())
-  tasks["wordnet_reverse_dictionary"] = held_out_splits(
-      _examples(synsets, reverse_dictionary_example), held_out, REVERSE_DICTIONARY_SIZES, None,
-      seed + 4, word_of=lambda ex: ex["targets"])
+  tasks["wordnet_hypernym_word"] = held_out_splits(
+      frequent_answers(_examples(synsets, lambda s: hypernym_word_example(s, by_key)),
+                       held_out, HYPERNYM_WORD_MIN_TRAIN),
+      held_out, HYPERNYM_WORD_SIZES, None, seed + 4)
   return tasks
 
 

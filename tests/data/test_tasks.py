@@ -27,7 +27,7 @@ def test_registered_names():
       "super_glue_multirc", "super_glue_record", "super_glue_rte", "super_glue_wic",
       "super_glue_wsc", "super_glue_wsc_simple", "super_glue_axb", "super_glue_axg",
       "wordnet_topic", "wordnet_pos", "wordnet_hypernym", "wordnet_senses",
-      "wordnet_reverse_dictionary", "demo_sentiment"}
+      "wordnet_hypernym_word", "demo_sentiment"}
   mixture = tasks.get_mixture_or_task("super_glue_proportional")
   assert sorted(t.name for t in mixture.tasks) == sorted(
       f"super_glue_{n}" for n in ("boolq", "cb", "copa", "multirc", "record", "rte", "wic",

@@ -107,9 +107,9 @@ def test_missing_wordnet_names_the_file(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # The tasks built on the held-out synsets: wordnet_hypernym, wordnet_senses,
-# wordnet_reverse_dictionary
+# wordnet_hypernym_word
 
-NEW_TASKS = ("wordnet_hypernym", "wordnet_senses", "wordnet_reverse_dictionary")
+NEW_TASKS = ("wordnet_hypernym", "wordnet_senses", "wordnet_hypernym_word")
 # WordNet's verb lexicographer files: an independent check uses them, so no task may.
 VERB_LEXNAMES = ("body", "change", "cognition", "communication", "competition", "consumption",
                  "contact", "creation", "emotion", "motion", "perception", "possession",
@@ -117,36 +117,42 @@ VERB_LEXNAMES = ("body", "change", "cognition", "communication", "competition", 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "data"
 
 
-def _synset(key, lemmas, definition, hypernyms=()):
-  return wordnet.Synset(key, key[0], 3, tuple(lemmas), definition, (), tuple(hypernyms))
+def _synset(key, lemmas, definition, hypernyms=(), lexfile=3):
+  return wordnet.Synset(key, key[0], lexfile, tuple(lemmas), definition, (), tuple(hypernyms))
 
 
-# entity > animal > {canine > {dog, wolf}, feline > {cat}, bird (no hyponyms)}
+# entity > animal > {canine > {dog, wolf}, ursine > {bear}, feline > {cat}, bird (no hyponyms)};
+# canine and ursine share a lexicographer file (5), feline has its own (6).
 TREE = [_synset("n0", ["entity"], "that which exists"),
         _synset("n1", ["animal"], "a living organism", ["n0"]),
-        _synset("n2", ["canine"], "a flesh-eating mammal", ["n1"]),
-        _synset("n3", ["feline"], "a cat-like mammal", ["n1"]),
+        _synset("n2", ["canine"], "a flesh-eating mammal", ["n1"], lexfile=5),
+        _synset("n3", ["feline"], "a cat-like mammal", ["n1"], lexfile=6),
+        _synset("n9", ["ursine"], "a bear-like mammal", ["n1"], lexfile=5),
         _synset("n7", ["bird"], "a warm-blooded egg-laying vertebrate", ["n1"]),
         _synset("n4", ["dog", "domestic dog"], "a domesticated carnivore that barks", ["n2"]),
         _synset("n5", ["wolf"], "a wild carnivore that howls", ["n2"]),
-        _synset("n6", ["cat"], "a small domesticated carnivore", ["n3"])]
+        _synset("n6", ["cat"], "a small domesticated carnivore", ["n3"]),
+        _synset("n10", ["bear"], "a large heavy carnivore", ["n9"])]
 
 
-def test_hypernym_example_asks_about_the_hypernym_or_a_noun_like_it():
+def test_hypernym_example_asks_about_the_hypernym_or_a_noun_of_another_field():
   by_key = {s.key: s for s in TREE}
   below = wordnet.hyponyms_of(TREE)
   depth = wordnet.depths(TREE)
-  assert [depth[s.key] for s in TREE] == [0, 1, 2, 2, 2, 3, 3, 3]
+  assert [depth[s.key] for s in TREE] == [0, 1, 2, 2, 2, 2, 3, 3, 3, 3]
   assert wordnet.ancestors(by_key["n4"], by_key) == {"n2", "n1", "n0"}
   pools = wordnet.hypernym_pools(TREE, below, depth)
-  assert pools == {(3, 0): ["n0"], (3, 1): ["n1"], (3, 2): ["n2", "n3"]}  # bird: no hyponyms
+  assert pools == {0: ["n0"], 1: ["n1"], 2: ["n2", "n3", "n9"]}  # bird: no hyponyms
   seen = {}
   for seed in range(20):
     example = wordnet.hypernym_example(by_key["n4"], by_key, pools, depth, seed)
     seen[example["inputs"]] = example["targets"]
-  # False: "feline", at the hypernym's depth with hyponyms; never an ancestor, never "bird".
-  prefix, definition = "word: dog kind of: ", " definition: a domesticated carnivore that barks"
-  assert seen == {prefix + "canine" + definition: "true", prefix + "feline" + definition: "false"}
+  # False: "feline", at the hypernym's depth with hyponyms, of another lexicographer file;
+  # never an ancestor, never "ursine" (canine's file), never "bird" (no hyponyms).
+  ask = lambda b, definition: (f"is dog a kind of {b}? dog: a domesticated carnivore that "
+                               f"barks; {b}: {definition}")
+  assert seen == {ask("canine", "a flesh-eating mammal"): "true",
+                  ask("feline", "a cat-like mammal"): "false"}
   # The definition names the hypernym: a surface cue, so no example whatever the coin.
   cue = _synset("n8", ["jackal"], "a wild canine of Africa", ["n2"])
   assert all(wordnet.hypernym_example(cue, by_key, pools, depth, seed) is None
@@ -154,6 +160,24 @@ def test_hypernym_example_asks_about_the_hypernym_or_a_noun_like_it():
   assert wordnet.hypernym_example(by_key["n0"], by_key, pools, depth, 0) is None  # no hypernym
   verb = _synset("v1", ["bark"], "make a barking sound", ["v0"])
   assert wordnet.hypernym_example(verb, by_key, pools, depth, 0) is None
+
+
+def test_hypernym_word_example_names_an_uncopied_frequent_hypernym():
+  by_key = {s.key: s for s in TREE}
+  make = lambda synset: wordnet.hypernym_word_example(synset, by_key)
+  assert make(by_key["n4"]) == {"inputs": "noun: a domesticated carnivore that barks",
+                                "targets": "canine"}
+  assert make(by_key["n0"]) is None  # no hypernym
+  assert make(_synset("n8", ["jackal"], "a wild canine of Africa", ["n2"])) is None  # copied
+  by_key["v0"] = _synset("v0", ["sound"], "make a noise")
+  assert make(_synset("v1", ["howl"], "cry loudly", ["v0"])) == {
+      "inputs": "verb: cry loudly", "targets": "sound"}
+  rows = [(key, make(by_key[key])) for key in ("n4", "n5", "n6", "n10")]
+  # canine answers n4 and n5, feline n6 and ursine n10; n5 is held out, so canine has one
+  # example outside: with minimum 1 every row stays, with minimum 2 none does.
+  assert list(wordnet.frequent_answers(rows, {"n5"}, 1)) == rows
+  assert list(wordnet.frequent_answers(rows, {"n5"}, 2)) == []
+  assert list(wordnet.frequent_answers(rows, set(), 2)) == rows[:2]
 
 
 def test_senses_example_counts_senses_across_parts_of_speech_and_case():
@@ -168,18 +192,6 @@ def test_senses_example_counts_senses_across_parts_of_speech_and_case():
   assert targets == ["many", "many", "many", "many", "few", "few", "one"]
   assert wordnet.senses_example(synsets[4], counts)["inputs"] == (
       "word: rank definition: a row of people")
-
-
-def test_reverse_dictionary_example_has_one_uncopied_answer():
-  make = wordnet.reverse_dictionary_example
-  assert make(_synset("n1", ["mushroom"], "fleshy body of any of numerous edible fungi")) == {
-      "inputs": "noun: fleshy body of any of numerous edible fungi", "targets": "mushroom"}
-  assert make(_synset("s1", ["well-off"], "having money")) == {
-      "inputs": "adjective: having money", "targets": "well-off"}
-  assert make(_synset("n2", ["dog", "domestic dog"], "a domesticated carnivore")) is None
-  assert make(_synset("n3", ["bark"], "the sound a dog makes; to bark")) is None  # copied
-  assert make(_synset("n4", ["Ithaca"], "a city in New York")) is None  # not lowercase
-  assert make(_synset("n5", ["ice cream"], "a frozen dessert")) is None  # two words
 
 
 def test_held_out_splits_evaluate_only_on_held_out_synsets():
@@ -217,31 +229,37 @@ def test_new_tasks_evaluate_on_the_corpus_held_out_synsets(name):
 
 
 def test_new_tasks_shipped_sizes_words_and_formats():
-  reverse = {split: _rows("wordnet_reverse_dictionary", split) for split in wordnet.SPLITS}
-  assert {s: len(r) for s, r in reverse.items()} == wordnet.REVERSE_DICTIONARY_SIZES
-  assert registry.class_labels("wordnet_reverse_dictionary") is None
-  for row in reverse["test"]:
+  named = {split: _rows("wordnet_hypernym_word", split) for split in wordnet.SPLITS}
+  assert {s: len(r) for s, r in named.items()} == wordnet.HYPERNYM_WORD_SIZES
+  assert registry.class_labels("wordnet_hypernym_word") is None
+  train_answers = collections.Counter(r["targets"] for r in named["train"])
+  for row in named["test"]:
     pos, definition = row["inputs"].split(": ", 1)
-    assert pos in wordnet.POS_LABELS and row["targets"].islower() and " " not in row["targets"]
-    assert row["targets"] not in definition.lower().split()
+    assert pos in ("noun", "verb")
+    assert f" {row['targets'].lower()}" not in f" {definition.lower()}"
+  # Nearly every test answer is taught by the train split; no one answer dominates.
+  assert sum(r["targets"] in train_answers for r in named["test"]) >= 0.9 * len(named["test"])
+  assert max(collections.Counter(r["targets"] for r in named["test"]).values()) <= 10
   senses_word = lambda r: r["inputs"].split(" definition: ")[0].removeprefix("word: ").lower()
-  for name, word_of in (("wordnet_senses", senses_word),
-                        ("wordnet_reverse_dictionary", lambda r: r["targets"])):
-    evaluation = [word_of(r) for split in ("validation", "test") for r in _rows(name, split)]
-    assert len(set(evaluation)) == len(evaluation)
-    assert not {word_of(r) for r in _rows(name, "train")} & set(evaluation)
+  evaluation = [senses_word(r) for split in ("validation", "test")
+                for r in _rows("wordnet_senses", split)]
+  assert len(set(evaluation)) == len(evaluation)
+  assert not {senses_word(r) for r in _rows("wordnet_senses", "train")} & set(evaluation)
   for row in _rows("wordnet_hypernym", "train"):
-    assert row["inputs"].startswith("word: ")
-    assert row["inputs"].index(" kind of: ") < row["inputs"].index(" definition: ")
+    a, b = row["inputs"].removeprefix("is ").split("? ")[0].split(" a kind of ")
+    assert row["inputs"].index(f"? {a}: ") < row["inputs"].index(f"; {b}: ")
   # Hand-checked against WordNet 3.0's index files and data.noun.
   assert {"inputs": "word: insist definition: assert to be true", "targets": "few",
           "synset": "v00717063"} in _rows("wordnet_senses", "test")  # 3 verb senses
   assert {"inputs": "word: bureaucrat definition: an official of a bureaucracy",
           "targets": "one", "synset": "n09880427"} in _rows("wordnet_senses", "test")
-  assert {"inputs": "word: Scartella kind of: fish genus definition: a genus of Blenniidae",
-          "targets": "true", "synset": "n02613687"} in _rows("wordnet_hypernym", "test")
-  assert {"inputs": "noun: fleshy body of any of numerous edible fungi", "targets": "mushroom",
-          "synset": "n07734744"} in reverse["test"]
+  assert {"inputs": "is castor sugar a kind of powdered sugar? castor sugar: very finely "
+                    "granulated sugar that was formerly sprinkled from a castor; powdered "
+                    "sugar: sugar granulated into a fine powder",
+          "targets": "true", "synset": "n07595751"} in _rows("wordnet_hypernym", "test")
+  assert {"inputs": "noun: mixtures of vinegar or wine and oil with various spices and "
+                    "seasonings; used for soaking foods before cooking",
+          "targets": "condiment", "synset": "n07824502"} in named["test"]
 
 
 def test_labels_mixture_and_metrics_of_every_task():
@@ -258,13 +276,13 @@ def test_labels_mixture_and_metrics_of_every_task():
   assert sorted(t.name for t in tasks.get_mixture_or_task("wordnet_topic_pos").tasks) == [
       "wordnet_pos", "wordnet_topic"]
   # Rank classification is refused on `wordnet` (a generated task) and allowed on the other.
-  with pytest.raises(ValueError, match="'wordnet_reverse_dictionary' has no class labels"):
+  with pytest.raises(ValueError, match="'wordnet_hypernym_word' has no class labels"):
     eval_lib.check_class_labels(mixture.tasks)
   eval_lib.check_class_labels(classification.tasks)
-  # The reverse dictionary: exact match of the whitespace-normalised generated word.
-  reverse = tasks.get_mixture_or_task("wordnet_reverse_dictionary")
-  predictions = [reverse.postprocess_fn(" mushroom "), "ranks", "Rank"]
-  assert reverse.metric_fns[0](["mushroom", "rank", "rank"], predictions) == {
+  # The hypernym's word: exact match of the whitespace-normalised generated text.
+  named = tasks.get_mixture_or_task("wordnet_hypernym_word")
+  predictions = [named.postprocess_fn(" fish  genus "), "condiments", "Condiment"]
+  assert named.metric_fns[0](["fish genus", "condiment", "condiment"], predictions) == {
       "accuracy": pytest.approx(100 / 3)}
 
 
@@ -307,21 +325,26 @@ def test_new_tasks_follow_their_rules_on_real_wordnet(real_wordnet):
   by_key = {s.key: s for s in synsets}
   rows = lambda name: [{**ex, "synset": key} for split in ("validation", "test")
                        for key, ex in built[name][split]]
+  depth = wordnet.depths(synsets)
   for row in rows("wordnet_hypernym"):
     a = by_key[row["synset"]]
-    word, rest = row["inputs"].removeprefix(f"word: {a.lemmas[0]} kind of: ").split(
-        " definition: ")
-    assert rest == a.definition and f" {word.lower()}" not in f" {a.definition.lower()}"
-    ancestor_words = {l.lower() for k in wordnet.ancestors(a, by_key)
-                      for l in by_key[k].lemmas}
+    word = row["inputs"].removeprefix(f"is {a.lemmas[0]} a kind of ").split("? ")[0]
+    assert f"? {a.lemmas[0]}: {a.definition}; {word}: " in row["inputs"]
+    assert f" {word.lower()}" not in f" {a.definition.lower()}"
+    parent = by_key[a.hypernyms[0]]
     if row["targets"] == "true":
-      assert word == by_key[a.hypernyms[0]].lemmas[0]
+      assert word == parent.lemmas[0]
     else:
-      assert word.lower() not in ancestor_words
+      ancestor_words = {l.lower() for k in wordnet.ancestors(a, by_key)
+                        for l in by_key[k].lemmas}
+      b = [s for s in synsets if s.pos == "n" and s.lemmas[0] == word
+           and row["inputs"].endswith(f"; {word}: {s.definition}")]
+      assert word.lower() not in ancestor_words and len(b) == 1
+      assert b[0].lexfile != parent.lexfile and depth[b[0].key] == depth[parent.key]
   index = _index_sense_counts()
   for row in rows("wordnet_senses"):
     word = row["inputs"].split(" definition: ")[0].removeprefix("word: ").lower()
     count = index[word]
     assert row["targets"] == ("one" if count == 1 else "few" if count <= 3 else "many"), word
-  for row in rows("wordnet_reverse_dictionary"):
-    assert by_key[row["synset"]].lemmas == (row["targets"],)
+  for row in rows("wordnet_hypernym_word"):
+    assert by_key[by_key[row["synset"]].hypernyms[0]].lemmas[0] == row["targets"]

@@ -1,0 +1,353 @@
+"""Many tasks, shared knowledge: prompt transfer (SPoT) and multi-task prompt tuning (MPT) on
+the WordNet tasks, measured on the frozen mini T5.
+
+    python -m benchmarks.transfer_methods --plan model_tuning single sources fewshot ranking
+    python -m benchmarks.transfer_methods --draw_only     # the tables, from the stored results
+
+The source tasks are wordnet_topic and wordnet_pos (the mixture SOURCE_MIXTURE); the target
+tasks (TARGETS) are the other three, whose data no source run sees. Sources (`sources` plan,
+each 1,000 steps over the mixture, then its prompt kept in SOURCE_PROMPTS_DIR):
+  spot   one plain prompt trained on the mixture: SPoT's multi-task source prompt
+  mpt    MPT over the mixture (methods/mpt.gin's model); its shared prompt P* is the source
+A target run is small_scale_methods' plain 20-row prompt at the decayed recipe (Adafactor 0.3
+decayed linearly to 0), started from the task's plain init (its class labels; sampled
+vocabulary for the generated wordnet_hypernym_word), from `spot` or from `mpt`. Regimes: the
+whole train split (1,000 steps) and its first 128 or 32 examples (FEW_SHOT_STEPS steps).
+Model tuning (every weight, Adafactor 1e-3, 200 steps) is the ceiling.
+
+Which source to pick (SPoT section 4): each task's own plain prompt (whole train split, seed
+0; `single` plan) is its embedding; for each target the four other tasks' prompts are ranked
+by cosine similarity to the target's (prompt_tuning/transfer.py) and compared with the gain of
+starting the 128-example run from each (`ranking` plan).
+
+Results: one JSON per run in RESULTS_DIR (resumable, like small_scale_methods); the tables go
+into docs/methods.md, each task's baselines into docs/data.md.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import machine
+from benchmarks import mini_t5_prompt_tuning as mini
+from benchmarks import small_scale_methods as ssm
+from prompt_tuning import eval as eval_lib
+from prompt_tuning import model as model_lib
+from prompt_tuning import pretrained, prompts, train, transfer
+from prompt_tuning.data import registry, wordnet
+from prompt_tuning.prompts import mpt
+
+Run = ssm.Run
+RESULTS_DIR = ssm.ROOT / "benchmarks" / "results" / "transfer_methods"
+SOURCE_PROMPTS_DIR = ssm.SOURCE_PROMPTS_DIR  # RESULTS_DIR / "prompts"
+DATA_DOC = ssm.ROOT / "docs" / "data.md"  # the tasks' baselines (transfer_tasks)
+SOURCE_MIXTURE = "wordnet_topic_pos"
+SOURCES = wordnet.MIXTURES[SOURCE_MIXTURE]
+TARGETS = ("wordnet_hypernym", "wordnet_senses", "wordnet_hypernym_word")
+TASKS = SOURCES + TARGETS
+SOURCE_KINDS = ("spot", "mpt")
+FULL_STEPS, FEW_SHOT_STEPS = 1000, 300
+SHOTS = (32, 128)
+STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt",
+          "mpt": "MPT: the mixture's shared prompt P*"}
+
+
+def plain_init(task: str) -> str:
+  return "class_labels" if registry.class_labels(task) else "sampled_vocab"
+
+
+def init_of(start: str, task: str) -> str:
+  """Run.init for a start: 'plain', a source kind, or a task's own prompt (ranking)."""
+  return plain_init(task) if start == "plain" else f"{ssm.FROM_SOURCE}{start}"
+
+
+def target_run(task: str, seed: int, start: str, shots: int | None) -> Run:
+  return Run(task=task, seed=seed, init=init_of(start, task), schedule="linear",
+             steps=FULL_STEPS if shots is None else FEW_SHOT_STEPS, train_examples=shots)
+
+
+def model_tuning_run(task: str, seed: int) -> Run:
+  return Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
+
+
+def source_run(kind: str) -> Run:
+  return Run(task=SOURCE_MIXTURE, method="prompt" if kind == "spot" else "mpt",
+             schedule="linear", steps=FULL_STEPS)
+
+
+# ------------------------------------------------------------------------------------------
+# Plans: (run, name of the prompt to keep in SOURCE_PROMPTS_DIR or None), in running order.
+
+def model_tuning_plan(seeds):
+  return [(model_tuning_run(task, seed), None) for seed in seeds for task in TARGETS]
+
+
+def single_plan(seeds):
+  """Every task's plain prompt on its whole train split; seed 0's prompt is kept (ranking)."""
+  return [(target_run(task, seed, "plain", None), task if seed == 0 else None)
+          for seed in seeds for task in (TASKS if seed == 0 else TARGETS)]
+
+
+def sources_plan(seeds):
+  del seeds
+  return [(source_run(kind), kind) for kind in SOURCE_KINDS]
+
+
+def fewshot_plan(seeds):
+  return [(target_run(task, seed, start, shots), None) for shots in (128, 32)
+          for seed in seeds for task in TARGETS for start in STARTS]
+
+
+def full_plan(seeds):
+  return [(target_run(task, seed, start, None), None) for seed in seeds for task in TARGETS
+          for start in SOURCE_KINDS]
+
+
+def ranking_plan(seeds):
+  """128-example runs of each target from each other task's own prompt, first seed."""
+  return [(target_run(target, seeds[0], source, 128), None) for target in TARGETS
+          for source in TASKS if source != target]
+
+
+PLANS = {"model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
+         "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
+
+
+# ------------------------------------------------------------------------------------------
+# Running.
+
+def train_source(run: Run, kind: str, work_dir: str) -> dict:
+  """A source run over the mixture, then each source task's test accuracy with the prompt it
+  serves that task (the one prompt for spot; P_k for mpt); keeps the source prompt."""
+  model_dir = os.path.join(work_dir, run.key())
+  model = ssm.build_model(run)
+  start = time.time()
+  train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
+              mixture_or_task_name=run.task, task_feature_lengths=mini.TASKS[run.task],
+              train_steps=run.steps, batch_size=run.batch_size,
+              optimizer=ssm.build_optimizer(run), checkpoint_period=run.steps,
+              random_seed=run.seed)
+  seconds = time.time() - start
+  exported = train.prompt_path(model_dir, run.steps)
+  task_prompt = {task: exported for task in SOURCES}
+  source = exported
+  if kind == "mpt":
+    folder = exported[:-len(".npy")]
+    task_prompt = {task: os.path.join(folder, f"{task}.npy") for task in SOURCES}
+    source = os.path.join(folder, f"{mpt.SHARED_FILE}.npy")
+  accuracy = {task: test_accuracy(task, path, run.length) for task, path in task_prompt.items()}
+  keep(source, kind)
+  return {"run": ssm.dataclasses.asdict(run), "seconds": seconds, "test": accuracy,
+          "machine": machine.describe()}
+
+
+def test_accuracy(task: str, prompt_file: str, length: int) -> float:
+  model = model_lib.PromptedT5Model(ssm.mini._config(), length, prompts.from_file(prompt_file))
+  metrics = eval_lib.evaluate(model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
+                              mixture_or_task_name=task, task_feature_lengths=mini.TASKS[task],
+                              batch_size=64, prompt_file=prompt_file, split="test",
+                              use_rank_classification=registry.class_labels(task) is not None)
+  return metrics[f"{task}/accuracy"]
+
+
+def keep(path: str, name: str) -> None:
+  target = SOURCE_PROMPTS_DIR / f"{name}.npy"
+  target.parent.mkdir(parents=True, exist_ok=True)
+  np.save(f"{target}.tmp.npy", np.load(path))
+  os.replace(f"{target}.tmp.npy", target)
+
+
+def load_results() -> dict[str, dict]:
+  out = {}
+  for path in sorted(RESULTS_DIR.glob("*.json")):
+    with open(path) as f:
+      result = ssm.json.load(f)
+    out[path.stem] = {**result, "run": ssm.dataclasses.asdict(Run(**result["run"]))}
+  return out
+
+
+def save_result(key: str, result: dict) -> None:
+  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+  path = RESULTS_DIR / f"{key}.json"
+  with open(f"{path}.tmp", "w") as f:
+    ssm.json.dump(result, f, indent=1)
+  os.replace(f"{path}.tmp", path)
+
+
+def run_plan(plan: list[tuple[Run, str | None]], shard: tuple[int, int], work_dir: str) -> None:
+  index, count = shard
+  for i, (run, kept) in enumerate(plan):
+    kept_missing = kept is not None and not (SOURCE_PROMPTS_DIR / f"{kept}.npy").exists()
+    if i % count != index or (run.key() in load_results() and not kept_missing):
+      continue
+    needs = run.init[len(ssm.FROM_SOURCE):] if run.init.startswith(ssm.FROM_SOURCE) else None
+    if needs and not (SOURCE_PROMPTS_DIR / f"{needs}.npy").exists():
+      print(f"[{time.strftime('%H:%M:%S')}] {run.key()}: later, after the run of {needs}")
+      continue
+    print(f"[{time.strftime('%H:%M:%S')}] {run.key()}", flush=True)
+    if run.task == SOURCE_MIXTURE:
+      result = train_source(run, kept, work_dir)
+      print(f"  -> test {result['test']} ({result['seconds']:.0f} s)", flush=True)
+    else:
+      keep_prompt = None if kept is None else str(SOURCE_PROMPTS_DIR / f"{kept}.npy")
+      result = ssm.execute(run, work_dir, keep_prompt=keep_prompt)
+      print(f"  -> test {final(result):.1f} ({result['seconds']:.0f} s)", flush=True)
+    save_result(run.key(), result)
+
+
+# ------------------------------------------------------------------------------------------
+# Tables.
+
+def final(result: dict, split: str = "test") -> float:
+  return result["curve"][str(result["run"]["steps"])][split]
+
+
+def _scores(results: dict[str, dict], runs: list[Run]) -> list[float]:
+  return [final(results[r.key()]) for r in runs if r.key() in results]
+
+
+def _cell(values: list[float], expected: int) -> str:
+  if not values:
+    return ""
+  text = ssm._stats(values)
+  return text if len(values) == expected else f"{text} ({len(values)} of {expected} seeds)"
+
+
+def main_table(results: dict[str, dict], seeds) -> str:
+  """Target × regime: each start's test accuracy (mean ± sd over seeds), model tuning."""
+  lines = ["| target | train examples | " + " | ".join(STARTS.values())
+           + " | model tuning |", "|---|---|" + "---|" * (len(STARTS) + 1)]
+  for task in TARGETS:
+    for shots in (*SHOTS, None):
+      cells = [_cell(_scores(results, [target_run(task, s, start, shots) for s in seeds]),
+                     len(seeds)) for start in STARTS]
+      tuning = (_cell(_scores(results, [model_tuning_run(task, s) for s in seeds]), len(seeds))
+                if shots is None else "")
+      lines.append(f"| {task} | {'all' if shots is None else shots} | " + " | ".join(cells)
+                   + f" | {tuning} |")
+  lines += [_average_row(results, seeds, shots) for shots in (*SHOTS, None)]
+  return "\n".join(lines)
+
+
+def _average_row(results, seeds, shots) -> str:
+  """The mean over targets of each start's mean, where every target has every seed."""
+  cells = []
+  for start in STARTS:
+    means = [_scores(results, [target_run(t, s, start, shots) for s in seeds]) for t in TARGETS]
+    full = all(len(m) == len(seeds) for m in means)
+    cells.append(f"**{statistics.mean(statistics.mean(m) for m in means):.1f}**" if full else "")
+  means = [_scores(results, [model_tuning_run(t, s) for s in seeds]) for t in TARGETS]
+  tuning = (f"**{statistics.mean(statistics.mean(m) for m in means):.1f}**"
+            if shots is None and all(len(m) == len(seeds) for m in means) else "")
+  return (f"| mean of targets | {'all' if shots is None else shots} | " + " | ".join(cells)
+          + f" | {tuning} |")
+
+
+def sources_table(results: dict[str, dict]) -> str:
+  lines = ["| source | " + " | ".join(f"{t} test" for t in SOURCES) + " | minutes |",
+           "|---|" + "---|" * (len(SOURCES) + 1)]
+  for kind in SOURCE_KINDS:
+    result = results.get(source_run(kind).key())
+    if result:
+      lines.append(f"| {STARTS[kind]} | " + " | ".join(f"{result['test'][t]:.1f}"
+                                                       for t in SOURCES)
+                   + f" | {result['seconds'] / 60:.1f} |")
+  return "\n".join(lines)
+
+
+def ranking_table(results: dict[str, dict], seed: int) -> str:
+  """Per target: the other tasks by prompt similarity, each with its 128-example gain over
+  the plain init; Spearman's rho between the two, and whether the most similar source is
+  among the two best."""
+  lines = ["| target | sources, most similar first: similarity (gain) | rho | top pick in "
+           "best two |", "|---|---|---|---|"]
+  hits, rhos = 0, []
+  for target in TARGETS:
+    files = {t: SOURCE_PROMPTS_DIR / f"{t}.npy" for t in TASKS}
+    base = results.get(target_run(target, seed, "plain", 128).key())
+    runs = {t: results.get(target_run(target, seed, t, 128).key()) for t in TASKS if t != target}
+    if not all(f.exists() for f in files.values()) or base is None or None in runs.values():
+      continue
+    ranked = transfer.rank_sources(np.load(files[target]),
+                                   {t: np.load(files[t]) for t in runs})
+    gains = {t: final(r) - final(base) for t, r in runs.items()}
+    rho = transfer.spearman([s for _, s in ranked], [gains[t] for t, _ in ranked])
+    best_two = sorted(gains, key=gains.get, reverse=True)[:2]
+    hit = ranked[0][0] in best_two
+    hits, rhos = hits + hit, rhos + [rho]
+    cells = ", ".join(f"{t} {s:.2f} ({gains[t]:+.1f})" for t, s in ranked)
+    lines.append(f"| {target} | {cells} | {rho:.2f} | {'yes' if hit else 'no'} |")
+  if rhos:
+    lines.append(f"| all | | mean {statistics.mean(rhos):.2f} | {hits} of {len(rhos)} |")
+  return "\n".join(lines)
+
+
+def task_table(results: dict[str, dict], seeds) -> str:
+  """docs/data.md's: each task's majority class, plain prompt and model tuning (with
+  small_scale_methods' runs of the source tasks in `results`)."""
+  lines = ["| task | majority class | plain prompt, all examples | model tuning |",
+           "|---|---|---|---|"]
+  for task in TASKS:
+    plain = _scores(results, [target_run(task, s, "plain", None) for s in seeds])
+    tuning = _scores(results, [model_tuning_run(task, s) for s in seeds])
+    lines.append(f"| `{task}` | {majority(task):.1f} | {_cell(plain, len(seeds))} | "
+                 f"{_cell(tuning, len(seeds))} |")
+  return "\n".join(lines)
+
+
+def majority(task: str) -> float:
+  """Test accuracy of always answering the train split's most frequent target."""
+  read = lambda split: [ssm.json.loads(line)["targets"]
+                        for line in open(wordnet.task_files(task)[split])]
+  train_targets, test_targets = read("train"), read("test")
+  top = max(set(train_targets), key=train_targets.count)
+  return 100 * test_targets.count(top) / len(test_targets)
+
+
+def tables(results: dict[str, dict], seeds) -> dict[str, str]:
+  return {"transfer_results": main_table(results, seeds),
+          "transfer_sources": sources_table(results),
+          "transfer_ranking": ranking_table(results, seeds[0])}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--plan", nargs="+", default=[], choices=list(PLANS))
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="run only these tasks")
+  parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
+  parser.add_argument("--work_dir", default="/tmp/transfer_methods")
+  parser.add_argument("--draw_only", action="store_true", help="only print the tables")
+  parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  shard = tuple(int(x) for x in args.shard.split("/"))
+  if not args.draw_only:
+    for name in args.plan:
+      plan = [(run, kept) for run, kept in PLANS[name](args.seeds)
+              if run.task in args.tasks or run.task == SOURCE_MIXTURE]
+      run_plan(plan, shard, args.work_dir)
+  results = load_results()
+  blocks = tables(results, args.seeds)
+  task_block = task_table({**ssm.load_results(), **results}, args.seeds)
+  seconds = sum(r["seconds"] for r in results.values())
+  blocks["transfer_setting"] = (f"{machine.describe()}; {len(results)} runs, "
+                                f"{seconds / 60:.0f} min of runs in all.")
+  for name, block in blocks.items():
+    print(f"\n{name}\n{block}")
+    if not args.no_docs and ssm.DOC.exists():
+      machine.write_docs_block(name, block, ssm.DOC)
+  print(f"\ntransfer_tasks\n{task_block}")
+  if not args.no_docs and DATA_DOC.exists():
+    machine.write_docs_block("transfer_tasks", task_block, DATA_DOC)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
