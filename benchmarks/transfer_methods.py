@@ -319,6 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--plan", nargs="+", default=[], choices=list(PLANS))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
   parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="run only these tasks")
+  parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS),
+                      help="few-shot regimes of the fewshot plan")
   parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
   parser.add_argument("--work_dir", default="/tmp/transfer_methods")
   parser.add_argument("--draw_only", action="store_true", help="only print the tables")
@@ -332,7 +334,8 @@ def main(argv=None) -> None:
   if not args.draw_only:
     for name in args.plan:
       plan = [(run, kept) for run, kept in PLANS[name](args.seeds)
-              if run.task in args.tasks or run.task == SOURCE_MIXTURE]
+              if (run.task in args.tasks or run.task == SOURCE_MIXTURE)
+              and run.train_examples in (*args.shots, None)]
       run_plan(plan, shard, args.work_dir)
   results = load_results()
   blocks = tables(results, args.seeds)
