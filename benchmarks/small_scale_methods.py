@@ -432,20 +432,21 @@ PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe":
          "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan}
 
 
-def load_results() -> dict[str, dict]:
-  """The stored runs by key, each run's fields completed with the defaults of fields added
-  after it ran."""
+def load_results(directory: pathlib.Path = RESULTS_DIR) -> dict[str, dict]:
+  """The runs stored in `directory` by key, each run's fields completed with the defaults of
+  fields added after it ran."""
   out = {}
-  for path in sorted(RESULTS_DIR.glob("*.json")):
+  for path in sorted(directory.glob("*.json")):
     with open(path) as f:
       result = json.load(f)
     out[path.stem] = {**result, "run": dataclasses.asdict(Run(**result["run"]))}
   return out
 
 
-def save_result(key: str, result: dict) -> None:
-  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-  path = RESULTS_DIR / f"{key}.json"
+def save_result(key: str, result: dict, directory: pathlib.Path = RESULTS_DIR) -> None:
+  """Writes {directory}/{key}.json whole (a .tmp file, then a rename)."""
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f"{key}.json"
   with open(f"{path}.tmp", "w") as f:
     json.dump(result, f, indent=1)
   os.replace(f"{path}.tmp", path)

@@ -162,20 +162,7 @@ def keep(path: str, name: str) -> None:
 
 
 def load_results() -> dict[str, dict]:
-  out = {}
-  for path in sorted(RESULTS_DIR.glob("*.json")):
-    with open(path) as f:
-      result = ssm.json.load(f)
-    out[path.stem] = {**result, "run": ssm.dataclasses.asdict(Run(**result["run"]))}
-  return out
-
-
-def save_result(key: str, result: dict) -> None:
-  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-  path = RESULTS_DIR / f"{key}.json"
-  with open(f"{path}.tmp", "w") as f:
-    ssm.json.dump(result, f, indent=1)
-  os.replace(f"{path}.tmp", path)
+  return ssm.load_results(RESULTS_DIR)
 
 
 def run_plan(plan: list[tuple[Run, str | None]], shard: tuple[int, int], work_dir: str) -> None:
@@ -196,7 +183,7 @@ def run_plan(plan: list[tuple[Run, str | None]], shard: tuple[int, int], work_di
       keep_prompt = None if kept is None else str(SOURCE_PROMPTS_DIR / f"{kept}.npy")
       result = ssm.execute(run, work_dir, keep_prompt=keep_prompt)
       print(f"  -> test {final(result):.1f} ({result['seconds']:.0f} s)", flush=True)
-    save_result(run.key(), result)
+    ssm.save_result(run.key(), result, RESULTS_DIR)
 
 
 # ------------------------------------------------------------------------------------------
