@@ -16,7 +16,7 @@ setuptools.setup(
     package_data={
         "prompt_tuning.gin_configs": ["*.gin", "*/*.gin"],
         "prompt_tuning.data": ["assets/*", "assets/wordnet/*"],
-        "prompt_tuning.pretrained": ["t5_1_1_mini/*", "llama_mini/*"],
+        "prompt_tuning.pretrained": ["t5_1_1_mini/*", "t5_1_1_mini_prompts/*", "llama_mini/*"],
     },
     install_requires=[
         "jax>=0.4.30",

@@ -17,6 +17,7 @@ work (`--shard 0/2` and `--shard 1/2` on two cores). The tables go into docs/met
 """
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -66,7 +67,8 @@ class Run:
   task: str = "wordnet_topic"
   seed: int = 0
   method: str = "prompt"          # prompt | residual | deep | dept | mpt | model_tuning
-  init: str = "class_labels"      # class_labels | sampled_vocab | random_uniform
+  init: str = "class_labels"      # class_labels | sampled_vocab | random_uniform |
+                                  # frequent_answers | from_{kept source prompt}
   length: int = 20
   learning_rate: float = 0.3
   dropout: float = 0.0
@@ -154,7 +156,16 @@ def initializer(name: str, task: str):
     return prompts.from_file(str(SOURCE_PROMPTS_DIR / f"{name[len(FROM_SOURCE):]}.npy"))
   if name == "class_labels":
     return prompts.class_labels(task_labels(task), pretrained.MINI_VOCABULARY_PATH)
+  if name == "frequent_answers":  # class labels' analogue for a generated task
+    return prompts.class_labels(frequent_answers(task, 20), pretrained.MINI_VOCABULARY_PATH)
   return {"sampled_vocab": prompts.sampled_vocab, "random_uniform": prompts.random_uniform}[name]()
+
+
+def frequent_answers(task: str, count: int) -> list[str]:
+  """The `count` commonest targets of the task's train split, commonest first."""
+  with open(wordnet.task_files(task)["train"]) as f:
+    targets = collections.Counter(json.loads(line)["targets"] for line in f)
+  return [target for target, _ in targets.most_common(count)]
 
 
 def task_labels(task: str) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ into docs/methods.md, each task's baselines into docs/data.md.
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -113,7 +114,17 @@ def ranking_plan(seeds):
           for source in TASKS if source != target]
 
 
-PLANS = {"model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
+def knobs_plan(seeds):
+  """The plain prompt's rate on each target's whole train split, first seed: the decayed
+  recipe's 0.3 was chosen on wordnet_topic."""
+  runs = [dataclasses.replace(target_run(task, seeds[0], "plain", None), learning_rate=rate)
+          for task in TARGETS for rate in (0.1, 0.03)]
+  runs += [dataclasses.replace(target_run("wordnet_hypernym_word", seeds[0], "plain", None),
+                               init="frequent_answers", learning_rate=rate) for rate in (0.3, 0.1)]
+  return [(run, None) for run in runs]
+
+
+PLANS = {"knobs": knobs_plan, "model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
          "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
 
 

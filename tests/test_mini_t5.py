@@ -1,6 +1,7 @@
 """The shipped mini T5: its files, its vocabulary, transformers parity, and that prompt tuning
 it on wordnet_topic works (a regression anywhere from data to optimizer fails this)."""
 
+import json
 import os
 
 import jax
@@ -92,3 +93,35 @@ def test_prompt_tuning_learns_the_task(tmp_path):
                               use_rank_classification=True)
   assert after > before + MIN_LOG_LIKELIHOOD_GAIN
   assert metrics["wordnet_topic/accuracy"] > MIN_ACCURACY
+
+
+def test_shipped_source_prompt_is_the_benchmarks_spot_prompt_and_starts_a_task():
+  """prompts/mini_source.gin after runs/cpu_demo.gin starts the prompt from the shipped source
+  prompt, which is the transfer benchmark's SPoT source, scoring what that run stored."""
+  import gin  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  results = os.path.join(repo, "benchmarks", "results", "transfer_methods")
+  path = pretrained.mini_source_prompt_path()
+  shipped = np.load(path)
+  np.testing.assert_array_equal(shipped, np.load(os.path.join(results, "prompts", "spot.npy")))
+  gin.clear_config()
+  gin.add_config_file_search_path(os.path.join(repo, "gin_configs"))
+  try:
+    gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", "prompts/mini_source.gin"],
+                                        ["MODEL_DIR = '/unused'"])
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  finally:
+    gin.clear_config()
+  embedding = np.zeros((8192, 256), np.float32)
+  np.testing.assert_array_equal(
+      model.prompt_initializer(jax.random.PRNGKey(0), embedding, (20, 256)), shipped)
+  stored = [f for f in os.listdir(results) if f.startswith("wordnet_topic_pos.prompt.")]
+  with open(os.path.join(results, stored[0])) as f:
+    expected = json.load(f)["test"]["wordnet_topic"]
+  metrics = eval_lib.evaluate(
+      model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
+      mixture_or_task_name="wordnet_topic", task_feature_lengths={"inputs": 48, "targets": 4},
+      batch_size=64, prompt_file=path, split="test", use_rank_classification=True)
+  assert metrics["wordnet_topic/accuracy"] == pytest.approx(expected)
+  with pytest.raises(FileNotFoundError, match=r"'wordnet'; the mini T5 has \['wordnet_topic_pos'"):
+    pretrained.mini_source_prompt_path("wordnet")

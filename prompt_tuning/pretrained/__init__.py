@@ -6,6 +6,10 @@ SentencePiece vocabulary (8,092 pieces + 100 sentinels). Stored as a Hugging Fac
 (config.json, bfloat16 model.safetensors, spiece.model), loaded as float32; remade from nothing
 by `python -m prompt_tuning.pretrained.make_mini`.
 
+`t5_1_1_mini_prompts/`: source prompts of the mini T5 for prompt transfer (SPoT), each
+trained on a WordNet mixture and named after it; `mini_source_prompt_path` gives one, and
+prompts/mini_source.gin starts a new task's prompt from it (docs/methods.md, "Many tasks").
+
 `llama_mini`: a Llama-architecture decoder of the same size, corpus and vocabulary, pretrained
 by next-token prediction (docs/decoder_only.md, "Mini decoder"); made by
 `python -m prompt_tuning.pretrained.make_mini_decoder`.
@@ -22,6 +26,7 @@ MINI_VOCABULARY_PATH = os.path.join(MINI_DIR, "spiece.model")
 # editable install), not in the installed package, which keeps under 30 MB.
 MINI_SPAN_CORRUPTION_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini_span_corruption")
 MINI_DECODER_DIR = os.path.join(PACKAGE_DIR, "llama_mini")
+MINI_PROMPTS_DIR = os.path.join(PACKAGE_DIR, "t5_1_1_mini_prompts")
 
 
 def _require(path: str) -> str:
@@ -50,6 +55,18 @@ def mini_span_corruption_path() -> str:
 def mini_vocabulary_path() -> str:
   """The mini T5's SentencePiece model, for VOCABULARY_PATH."""
   return _require(MINI_VOCABULARY_PATH)
+
+
+@gin.configurable(module="prompt_tuning.pretrained")
+def mini_source_prompt_path(mixture: str = "wordnet_topic_pos") -> str:
+  """The mini T5's shipped source prompt trained on WordNet `mixture`, a [20, d_model] .npy
+  for PROMPT_FILE (prompts/mini_source.gin)."""
+  path = os.path.join(MINI_PROMPTS_DIR, f"{mixture}.npy")
+  if not os.path.isfile(path):
+    shipped = sorted(n[:-len(".npy")] for n in os.listdir(MINI_PROMPTS_DIR) if n.endswith(".npy"))
+    raise FileNotFoundError(f"No shipped source prompt for mixture {mixture!r}; the mini T5 "
+                            f"has {shipped}.")
+  return path
 
 
 @gin.configurable(module="prompt_tuning.pretrained")
