@@ -23,6 +23,10 @@ are ours except for Gemma, whose embedding multiplier PEFT's rows must carry
 (`peft_embedding_factor`). Where PEFT's layout differs from ours (the prompt before BOS,
 docs/decoder_only.md), the same prompt sees another context there.
 
+An MPT record (prompts/mpt.py) is a MULTITASK_PROMPT_TUNING adapter instead: export_adapter
+and import_adapter tell the kinds apart and hand it to checkpoints/peft_mpt.py, which says
+what maps.
+
 Plain numpy, no torch or peft needed.
 
 A deep prompt [layers, p, d_model] (methods/deep.gin) is refused: PEFT has no adapter that
@@ -36,7 +40,7 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -46,6 +50,7 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 WEIGHTS_KEY = "prompt_embeddings"
 PEFT_TYPE = "PROMPT_TUNING"
+MPT_PEFT_TYPE = "MULTITASK_PROMPT_TUNING"  # an MPT record's adapter (checkpoints/peft_mpt.py)
 SEQ_2_SEQ_LM = "SEQ_2_SEQ_LM"
 CAUSAL_LM = "CAUSAL_LM"
 TASK_TYPE = SEQ_2_SEQ_LM  # T5's, the default
@@ -178,6 +183,11 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
     overwrite: allows writing into a directory that holds files (--overwrite).
   """
   _refuse_deep(prompt, source)
+  if is_mpt_record(prompt):
+    raise ValueError(f"Prompt {source} is an MPT record (shared prompt, task_rows, task_cols, "
+                     "tasks), which is a MULTITASK_PROMPT_TUNING adapter: write it with "
+                     "export_adapter or peft_mpt.write_adapter (peft_adapter export tells the "
+                     "two kinds apart itself).")
   prompt = prompts_io.check_prompt(prompt, None, source)
   hf_base = read_base_model(base_model)
   config = adapter_config(prompt.shape[0], hf_base)
@@ -185,15 +195,21 @@ def write_adapter(prompt: np.ndarray, base_model: str, output_dir: str,
     raise ValueError(f"Prompt {source} has width {prompt.shape[1]} but base model "
                      f"{hf_base.path!r} ({hf_base.family}) has d_model {hf_base.d_model}; give "
                      "the Hugging Face directory of the model the prompt was trained on.")
-  prompt = _to_peft(prompt, hf_base)
+  write_adapter_files(output_dir, {WEIGHTS_KEY: _to_peft(prompt, hf_base)}, config, overwrite)
+
+
+def write_adapter_files(output_dir: str, tensors: dict[str, np.ndarray],
+                        config: dict[str, Any], overwrite: bool = False) -> None:
+  """Writes an adapter's two files, `tensors` (float32) and `config`, at `output_dir`: a new
+  directory whole or not at all, an existing one (with `overwrite` alone) file by file."""
   output_dir = _check_output_dir(output_dir, overwrite)
   if not os.path.isdir(output_dir):
-    _write_new_dir(output_dir, prompt, config)
+    _write_new_dir(output_dir, tensors, config)
     return
   # Weights first: should the config's rename not happen, the pair disagrees in shape (or
   # is the earlier adapter's whole), which read_adapter reports.
   _write_file(os.path.join(output_dir, WEIGHTS_FILE),
-              lambda path: huggingface.write_safetensors(path, {WEIGHTS_KEY: prompt}))
+              lambda path: huggingface.write_safetensors(path, tensors))
   _write_file(os.path.join(output_dir, CONFIG_FILE), lambda path: _write_json(path, config))
 
 
@@ -202,13 +218,14 @@ def _write_json(path: str, config: dict[str, Any]) -> None:
     json.dump(config, f, indent=2, sort_keys=True)
 
 
-def _write_new_dir(output_dir: str, prompt: np.ndarray, config: dict[str, Any]) -> None:
+def _write_new_dir(output_dir: str, tensors: dict[str, np.ndarray],
+                   config: dict[str, Any]) -> None:
   """The adapter written into a fresh temporary directory beside, renamed into place."""
   parent, name = os.path.split(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)  # new: ours to remove
   try:
-    huggingface.write_safetensors(os.path.join(tmp, WEIGHTS_FILE), {WEIGHTS_KEY: prompt})
+    huggingface.write_safetensors(os.path.join(tmp, WEIGHTS_FILE), tensors)
     _write_json(os.path.join(tmp, CONFIG_FILE), config)
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0o700, as a plain mkdir would make it
     try:
@@ -248,20 +265,34 @@ def export_adapter(prompt_file: str, base_model: str, output_dir: str,
   `peft.PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base_model),
   output_dir)` then computes what this library computes with the prompt as a prefix; for a
   decoder-only base, `AutoModelForCausalLM` computes what PromptedDecoderModel does where the
-  layouts agree (no BOS; docs/decoder_only.md). `overwrite`: see write_adapter.
+  layouts agree (no BOS; docs/decoder_only.md). An MPT record (prompts/mpt.py) becomes a
+  MULTITASK_PROMPT_TUNING adapter instead (checkpoints/peft_mpt.py), and the record is
+  returned. `overwrite`: see write_adapter.
   """
   read_base_model(base_model)  # bad paths fail before the prompt is read
   _check_output_dir(output_dir, overwrite)
   prompt = _load_prompt(os.fspath(prompt_file))
-  write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}", overwrite)
+  if is_mpt_record(prompt):
+    from prompt_tuning.checkpoints import peft_mpt  # pylint: disable=g-import-not-at-top
+    peft_mpt.write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}", overwrite)
+  else:
+    write_adapter(prompt, base_model, output_dir, f"file {prompt_file!r}", overwrite)
   return prompt
 
 
 def _load_prompt(path: str) -> np.ndarray:
-  """A .npy prompt, checked."""
+  """A .npy prompt, checked; an MPT record as stored (peft_mpt checks it)."""
   value = prompts_io.read_prompt_file(path, name="--prompt_file")
   _refuse_deep(value, f"file {path!r}")
+  if is_mpt_record(value):
+    return value
   return prompts_io.check_prompt(value, None, f"file {path!r}")
+
+
+def is_mpt_record(value: Any) -> bool:
+  """An MPT record's fields (prompts/mpt.FIELDS, named here to keep jax out of this module)."""
+  names = getattr(value, "dtype", np.dtype(float)).names
+  return names is not None and {"shared", "task_rows", "task_cols", "tasks"} <= set(names)
 
 
 def _refuse_deep(value: Any, source: str) -> None:
@@ -307,7 +338,7 @@ def _check_output_dir(output_dir: str, overwrite: bool = False) -> str:
 
 def read_adapter_config(adapter_dir: str) -> dict[str, Any]:
   """adapter_config.json of `adapter_dir`, checked: a SEQ_2_SEQ_LM or CAUSAL_LM prompt-tuning
-  adapter."""
+  adapter (PROMPT_TUNING, or MULTITASK_PROMPT_TUNING: checkpoints/peft_mpt.py)."""
   file = os.path.join(os.fspath(adapter_dir), CONFIG_FILE)
   if not os.path.isdir(adapter_dir):
     raise ValueError(f"Adapter directory {os.fspath(adapter_dir)!r} does not exist; give the "
@@ -329,9 +360,10 @@ def read_adapter_config(adapter_dir: str) -> dict[str, Any]:
 
 
 def _check_config(config: dict[str, Any], file: str) -> None:
-  if config.get("peft_type") != PEFT_TYPE:
+  if config.get("peft_type") not in (PEFT_TYPE, MPT_PEFT_TYPE):
     raise ValueError(f"{file!r} has peft_type {config.get('peft_type')!r}; only {PEFT_TYPE} "
-                     "adapters hold a prompt (PromptTuningConfig).")
+                     f"adapters hold a prompt (PromptTuningConfig), and {MPT_PEFT_TYPE} ones a "
+                     "multi-task prompt (MultitaskPromptTuningConfig).")
   task_type = config.get("task_type")
   if task_type not in _SUBMODULES:
     raise ValueError(f"{file!r} has task_type {task_type!r}; only {SEQ_2_SEQ_LM} (prompts for "
@@ -359,6 +391,24 @@ def _check_kind(config: dict[str, Any], hf_base: BaseModel, adapter_dir: str) ->
                      "the base model the adapter was trained for.")
 
 
+def resolve_base_model(config: dict[str, Any], adapter_dir: str, d_model: int | None,
+                       base_model: str | None) -> tuple[BaseModel | None, int | None]:
+  """(the base model or None, the width the adapter must have or None), checked against the
+  adapter's `config`: the kind must match, and a CAUSAL_LM adapter needs its base model."""
+  hf_base = None if base_model is None else read_base_model(base_model)
+  if hf_base is not None:
+    _check_kind(config, hf_base, adapter_dir)
+    if d_model is not None and d_model != hf_base.d_model:
+      raise ValueError(f"d_model {d_model} disagrees with base model {hf_base.path!r} "
+                       f"(d_model {hf_base.d_model}); give one of them.")
+    return hf_base, hf_base.d_model
+  if config["task_type"] == CAUSAL_LM:
+    raise ValueError(f"Adapter {adapter_dir!r} is a {CAUSAL_LM} adapter, whose prompt depends "
+                     "on its base model (Gemma's embedding multiplier); give the base model's "
+                     "Hugging Face directory with --base_model.")
+  return None, d_model
+
+
 def read_adapter(adapter_dir: str, d_model: int | None = None,
                  base_model: str | None = None) -> np.ndarray:
   """The prompt of a PEFT prompt-tuning adapter as this library's prompt -> float32
@@ -377,17 +427,11 @@ def read_adapter(adapter_dir: str, d_model: int | None = None,
   """
   adapter_dir = os.fspath(adapter_dir)
   config = read_adapter_config(adapter_dir)
-  hf_base = None if base_model is None else read_base_model(base_model)
-  if hf_base is not None:
-    _check_kind(config, hf_base, adapter_dir)
-    if d_model is not None and d_model != hf_base.d_model:
-      raise ValueError(f"d_model {d_model} disagrees with base model {hf_base.path!r} "
-                       f"(d_model {hf_base.d_model}); give one of them.")
-    d_model = hf_base.d_model
-  elif config["task_type"] == CAUSAL_LM:
-    raise ValueError(f"Adapter {adapter_dir!r} is a {CAUSAL_LM} adapter, whose prompt depends "
-                     "on its base model (Gemma's embedding multiplier); give the base model's "
-                     "Hugging Face directory with --base_model.")
+  if config["peft_type"] == MPT_PEFT_TYPE:
+    raise ValueError(f"Adapter {adapter_dir!r} is a {MPT_PEFT_TYPE} adapter (a shared prompt "
+                     "and per-task factors), not one prompt; import it with peft_adapter "
+                     "import, which writes it as an MPT record (peft_mpt.read_adapter).")
+  hf_base, d_model = resolve_base_model(config, adapter_dir, d_model, base_model)
   file = os.path.join(adapter_dir, WEIGHTS_FILE)
   weights = _read_weights(file)
   length = config["num_virtual_tokens"]
@@ -406,24 +450,38 @@ def read_adapter(adapter_dir: str, d_model: int | None = None,
 
 
 def import_adapter(adapter_dir: str, output: str, base_model: str | None = None,
-                   d_model: int | None = None, overwrite: bool = False) -> np.ndarray:
+                   d_model: int | None = None, overwrite: bool = False,
+                   tasks: Sequence[str] | None = None) -> np.ndarray:
   """Reads the prompt of a PEFT adapter and saves it as a .npy prompt file at `output`.
 
   Args:
-    adapter_dir: a PEFT prompt-tuning adapter directory (see read_adapter).
-    output: the .npy file to write (local or gs://), float32 [num_virtual_tokens, d_model].
+    adapter_dir: a PEFT prompt-tuning adapter directory (see read_adapter), or a
+      MULTITASK_PROMPT_TUNING one (peft_mpt.read_adapter), which gives an MPT record.
+    output: the .npy file to write (local or gs://), float32 [num_virtual_tokens, d_model]
+      (an MPT adapter: the MPT record, prompts/mpt.py).
     base_model: the Hugging Face directory the adapter is for (T5 or decoder-only); optional
       for SEQ_2_SEQ_LM (then it checks the width), required for CAUSAL_LM.
     d_model: if given, the width the prompt must have.
     overwrite: replace a file already at `output` (otherwise refused, before anything is
       read).
+    tasks: an MPT adapter's task names, one per PEFT task id in order (default task_0,
+      task_1, ...); refused for a PROMPT_TUNING adapter, which has no tasks.
   Returns:
-    The prompt written.
+    The prompt (or MPT record) written.
   """
   output = os.fspath(output)
   if not overwrite:
     _refuse_existing_output(output)
-  prompt = read_adapter(adapter_dir, d_model, base_model)
+  config = read_adapter_config(adapter_dir)
+  if config["peft_type"] == MPT_PEFT_TYPE:
+    from prompt_tuning.checkpoints import peft_mpt  # pylint: disable=g-import-not-at-top
+    prompt = peft_mpt.read_adapter(adapter_dir, tasks, d_model, base_model)
+  elif tasks is not None:
+    raise ValueError(f"Adapter {os.fspath(adapter_dir)!r} is a {PEFT_TYPE} adapter, one prompt "
+                     f"without tasks, but tasks {list(tasks)} were given; --tasks names the "
+                     f"tasks of a {MPT_PEFT_TYPE} adapter. Leave it out.")
+  else:
+    prompt = read_adapter(adapter_dir, d_model, base_model)
   if "://" in output:
     prompts_io.save_prompt(output, prompt)  # TensorFlow's gfile
   else:
@@ -442,14 +500,16 @@ def _refuse_existing_output(output: str) -> None:
 
 
 def _save_local_prompt(path: str, prompt: np.ndarray, overwrite: bool) -> None:
-  """The prompt as float32 .npy at `path`, whole or not at all; without `overwrite` a file
-  that appeared meanwhile is kept. Plain numpy: no TensorFlow start-up."""
+  """The prompt as float32 .npy at `path` (an MPT record as it is), whole or not at all;
+  without `overwrite` a file that appeared meanwhile is kept. Plain numpy: no TensorFlow
+  start-up."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
                                  dir=os.path.dirname(os.path.abspath(path)))
   try:
     with os.fdopen(handle, "wb") as f:
-      np.save(f, np.asarray(prompt, np.float32), allow_pickle=False)
+      value = prompt if is_mpt_record(prompt) else np.asarray(prompt, np.float32)
+      np.save(f, value, allow_pickle=False)
     os.chmod(tmp, 0o666 & ~_umask())
     if overwrite or not base.link_new(tmp, path):
       os.replace(tmp, path)
@@ -463,6 +523,15 @@ def _save_local_prompt(path: str, prompt: np.ndarray, overwrite: bool) -> None:
 
 def _read_weights(file: str) -> np.ndarray:
   """The `prompt_embeddings` tensor of an adapter's safetensors file (memory-mapped)."""
+  tensors = read_tensors(file)
+  if WEIGHTS_KEY not in tensors:
+    raise ValueError(f"{file!r} has no {WEIGHTS_KEY!r} tensor (it has {sorted(tensors)}); it "
+                     "is not a prompt-tuning adapter's weights file.")
+  return tensors[WEIGHTS_KEY]
+
+
+def read_tensors(file: str) -> dict[str, np.ndarray]:
+  """{name: memory-mapped array} of an adapter's safetensors file, or one clear error."""
   if not os.path.isfile(file):
     bin_file = os.path.join(os.path.dirname(file), "adapter_model.bin")
     fix = ("it has only adapter_model.bin: save it again with save_pretrained(dir, "
@@ -474,7 +543,4 @@ def _read_weights(file: str) -> np.ndarray:
   except (ValueError, struct.error, OSError, KeyError, TypeError) as e:
     raise ValueError(f"{file!r} is not a readable safetensors file ({e}); save the adapter "
                      "again with PEFT's save_pretrained.") from None
-  if WEIGHTS_KEY not in tensors:
-    raise ValueError(f"{file!r} has no {WEIGHTS_KEY!r} tensor (it has {sorted(tensors)}); it "
-                     "is not a prompt-tuning adapter's weights file.")
-  return tensors[WEIGHTS_KEY]
+  return tensors
