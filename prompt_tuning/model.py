@@ -12,7 +12,8 @@ pure function of `params` (a nested dict with T5X names), so jobs can jit and sh
     param_axes()                           logical axis-name tuples, same tree
     init_params(rng, frozen) -> params     adds the initialised prompt to a loaded frozen tree
     random_params(rng) -> params           a random model (tests, demos)
-    loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics)
+    loss(params, batch, dropout_rng=None)  (mean cross-entropy over real targets, metrics);
+                                           plus MPT's distillation given teacher prompts
     score(params, batch) -> [batch]        sum of ln p(target) over weighted target tokens
     score_candidates(params, batch, cands) -> [batch, candidates]   each input encoded once
     export_prompt(trainable) -> array      what the prompt file holds (None without a prompt)
@@ -42,6 +43,7 @@ from prompt_tuning import combine as combine_lib
 from prompt_tuning import decoding, frozen, prompts
 from prompt_tuning.prompts import deep as deep_lib
 from prompt_tuning.prompts import method as method_lib
+from prompt_tuning.prompts import mpt
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
@@ -171,16 +173,7 @@ class T5Model(frozen.FrozenModel):
     Dropout is on only when `dropout_rng` is given. metrics: 'loss', 'accuracy' (argmax
     hits among weighted tokens), 'num_tokens' (sum of loss weights).
     """
-    logits = self.logits(params, batch, dropout_rng)
-    targets = batch["decoder_target_tokens"]
-    weights = _loss_weights(batch)
-    log_p = _target_log_probs(logits, targets)
-    num = jnp.sum(weights)
-    loss = -jnp.sum(log_p * weights) / jnp.maximum(num, 1.0)
-    hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    metrics = {"loss": loss, "accuracy": jnp.sum(hits * weights) / jnp.maximum(num, 1.0),
-               "num_tokens": num}
-    return loss, metrics
+    return _token_loss(self.logits(params, batch, dropout_rng), batch)
 
   def score(self, params: Params, batch: dict) -> Array:
     """[batch] float32: sum over weighted target tokens (EOS included) of ln p(token)."""
@@ -374,6 +367,40 @@ class PromptedT5Model(T5Model):
     return {"prompts": jnp.take(prompt["table"], ids, axis=0),
             "prompt_lengths": jnp.take(prompt["lengths"], ids)}
 
+  def loss(self, params: Params, batch: dict,
+           dropout_rng: Array | None = None) -> tuple[Array, dict]:
+    """T5Model.loss; for an MPT method with teacher prompts (prompts/mpt.py), the paper's
+    distillation: task loss + weight * (KL + MSE), with metrics 'task_loss', 'distill_kl'
+    and 'distill_mse' beside 'loss' (the total)."""
+    if not getattr(self.method, "distills", False):
+      return super().loss(params, batch, dropout_rng)
+    student_logits, student_hidden = self._logits_and_hidden(
+        params, batch, dropout_rng, self._encode_kwargs(params, batch))
+    table, lengths = self.method.teacher_table()
+    ids = batch["prompt_ids"]
+    teacher = {"prompts": jnp.take(jnp.asarray(table), ids, axis=0),
+               "prompt_lengths": jnp.take(jnp.asarray(lengths), ids)}
+    teacher_logits, teacher_hidden = jax.lax.stop_gradient(
+        self._logits_and_hidden(params, batch, None, teacher))
+    task_loss, metrics = _token_loss(student_logits, batch)
+    kl, mse = mpt.distillation_terms(student_logits, teacher_logits, student_hidden,
+                                     teacher_hidden, _loss_weights(batch))
+    loss = task_loss + self.method.distillation_weight * (kl + mse)
+    return loss, {**metrics, "loss": loss, "task_loss": task_loss, "distill_kl": kl,
+                  "distill_mse": mse}
+
+  def _logits_and_hidden(self, params: Params, batch: dict, dropout_rng: Array | None,
+                         encode_kwargs: dict) -> tuple[Array, Array]:
+    """Teacher-forced (logits [batch, t_len, vocab] float32, the decoder's final hidden
+    states [batch, t_len, d_model]) with these encoder inputs (`encode`'s prompts)."""
+    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    logits, state = self.module.apply(
+        {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"], enable_dropout=dropout_rng is not None, rngs=rngs,
+        capture_intermediates=_is_decoder_norm, mutable=["intermediates"], **encode_kwargs)
+    [hidden] = state["intermediates"]["decoder"]["decoder_norm"]["__call__"]
+    return logits, hidden
+
   def _task_prompts(self, prompt: Params, ids: Array | None) -> Array:
     """[batch, p, d_model]: each row's task prompt (prompts/mpt.py) for prompt_ids [batch]."""
     if ids is None:
@@ -395,6 +422,24 @@ class PromptedT5Model(T5Model):
     prompt = self.method.init_prompt(self, rng, frozen_params)
     frozen = {k: v for k, v in frozen_params.items() if k != "prompt"}
     return {**frozen, "prompt": prompt}
+
+
+def _token_loss(logits: Array, batch: dict) -> tuple[Array, dict]:
+  """`T5Model.loss` from the logits [batch, length, vocab]."""
+  targets = batch["decoder_target_tokens"]
+  weights = _loss_weights(batch)
+  log_p = _target_log_probs(logits, targets)
+  num = jnp.sum(weights)
+  loss = -jnp.sum(log_p * weights) / jnp.maximum(num, 1.0)
+  hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  metrics = {"loss": loss, "accuracy": jnp.sum(hits * weights) / jnp.maximum(num, 1.0),
+             "num_tokens": num}
+  return loss, metrics
+
+
+def _is_decoder_norm(module: nn.Module, method_name: str) -> bool:
+  """The decoder's last norm: its output is the final hidden state before the logits."""
+  return method_name == "__call__" and module.name == "decoder_norm"
 
 
 def _loss_weights(batch: dict) -> Array:
