@@ -66,7 +66,8 @@ class Run:
   """One training run; every field changes its numbers, so all of them are in its key."""
   task: str = "wordnet_topic"
   seed: int = 0
-  method: str = "prompt"          # prompt | residual | deep | dept | mpt | model_tuning
+  method: str = "prompt"          # prompt | residual | deep | dept | mpt | mpt_distilled |
+                                  # model_tuning
   init: str = "class_labels"      # class_labels | sampled_vocab | random_uniform |
                                   # frequent_answers | from_{kept source prompt}
   length: int = 20
@@ -187,6 +188,9 @@ def prompt_method(run: Run):
     return dept.method(max_input_length=mini.TASKS[run.task])
   if run.method == "mpt":
     return mpt.method(run.task)
+  if run.method == "mpt_distilled":  # teachers: each task's kept plain prompt
+    return mpt.method(run.task, teachers={t: str(SOURCE_PROMPTS_DIR / f"{t}.npy")
+                                          for t in wordnet.MIXTURES[run.task]})
   return method_lib.plain()
 
 

@@ -9,9 +9,11 @@ tasks (TARGETS) are the other three, whose data no source run sees. Sources (`so
 each 1,000 steps over the mixture, then its prompt kept in SOURCE_PROMPTS_DIR):
   spot   one plain prompt trained on the mixture: SPoT's multi-task source prompt
   mpt    MPT over the mixture (methods/mpt.gin's model); its shared prompt P* is the source
+  mpt_distilled  the same, distilled from single-task teachers (MPT_TEACHERS: the source
+         tasks' own prompts of the `single` plan, MPT_DISTILLATION_WEIGHT 0.9)
 A target run is small_scale_methods' plain 20-row prompt at the decayed recipe (Adafactor 0.3
 decayed linearly to 0), started from the task's plain init (its class labels; sampled
-vocabulary for the generated wordnet_hypernym_word), from `spot` or from `mpt`. Regimes: the
+vocabulary for the generated wordnet_hypernym_word), or from a source's prompt. Regimes: the
 whole train split (1,000 steps) and its first 128 or 32 examples (FEW_SHOT_STEPS steps).
 Model tuning (every weight, Adafactor 1e-3, 200 steps) is the ceiling.
 
@@ -50,11 +52,12 @@ SOURCE_MIXTURE = "wordnet_topic_pos"
 SOURCES = wordnet.MIXTURES[SOURCE_MIXTURE]
 TARGETS = ("wordnet_hypernym", "wordnet_senses", "wordnet_hypernym_word")
 TASKS = SOURCES + TARGETS
-SOURCE_KINDS = ("spot", "mpt")
+SOURCE_KINDS = ("spot", "mpt", "mpt_distilled")
 FULL_STEPS, FEW_SHOT_STEPS = 1000, 300
 SHOTS = (32, 128)
 STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt",
-          "mpt": "MPT: the mixture's shared prompt P*"}
+          "mpt": "MPT: the mixture's shared prompt P*",
+          "mpt_distilled": "MPT distilled from single-task teachers: its P*"}
 
 
 def plain_init(task: str) -> str:
@@ -76,7 +79,7 @@ def model_tuning_run(task: str, seed: int) -> Run:
 
 
 def source_run(kind: str) -> Run:
-  return Run(task=SOURCE_MIXTURE, method="prompt" if kind == "spot" else "mpt",
+  return Run(task=SOURCE_MIXTURE, method="prompt" if kind == "spot" else kind,
              schedule="linear", steps=FULL_STEPS)
 
 
@@ -146,7 +149,7 @@ def train_source(run: Run, kind: str, work_dir: str) -> dict:
   exported = train.prompt_path(model_dir, run.steps)
   task_prompt = {task: exported for task in SOURCES}
   source = exported
-  if kind == "mpt":
+  if kind != "spot":
     folder = exported[:-len(".npy")]
     task_prompt = {task: os.path.join(folder, f"{task}.npy") for task in SOURCES}
     source = os.path.join(folder, f"{mpt.SHARED_FILE}.npy")
