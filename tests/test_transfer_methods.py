@@ -39,7 +39,7 @@ def test_sources_never_see_a_target_and_every_start_is_planned():
   few = [run for run, _ in tm.fewshot_plan([0, 1, 2])]
   assert len({r.key() for r in few}) == len(tm.TARGETS) * 3 * len(tm.STARTS) * len(tm.SHOTS)
   assert {r.init for r in few if r.task == "wordnet_hypernym_word"} == {
-      "sampled_vocab", "from_spot", "from_mpt"}  # no class labels to start from
+      "sampled_vocab", "from_spot", "from_mpt", "from_mpt_distilled"}  # no class labels
   assert {r.steps for r in few} == {tm.FEW_SHOT_STEPS}
   ranking = [run for run, _ in tm.ranking_plan([0])]
   assert all(r.init[len("from_"):] != r.task for r in ranking)  # never from its own prompt
