@@ -761,18 +761,25 @@ def result_tables(results: dict[str, dict]) -> dict[str, str]:
   return blocks
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--plan", nargs="+", default=[], choices=sorted(PLANS))
+def plan_parser(doc: str, plans, tasks, work_dir: str) -> argparse.ArgumentParser:
+  """The arguments of a resumable benchmark of plans: --plan, --seeds, --tasks, --shard,
+  --work_dir, --draw_only, --no_docs."""
+  parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+  parser.add_argument("--plan", nargs="+", default=[], choices=list(plans))
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-  parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="run only these tasks")
-  parser.add_argument("--methods", nargs="+", default=list(METHODS), help="and these methods")
+  parser.add_argument("--tasks", nargs="+", default=list(tasks), help="run only these tasks")
   parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
-  parser.add_argument("--work_dir", default="/tmp/small_scale_methods")
+  parser.add_argument("--work_dir", default=work_dir)
   parser.add_argument("--draw_only", action="store_true", help="only print the tables")
+  parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
+  return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = plan_parser(__doc__, sorted(PLANS), TASKS, "/tmp/small_scale_methods")
+  parser.add_argument("--methods", nargs="+", default=list(METHODS), help="and these methods")
   parser.add_argument("--costs", action="store_true",
                       help="measure each method's parameters, step time and memory first")
-  parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
   return parser.parse_args(argv)
 
 

@@ -26,7 +26,6 @@ Results: one JSON per run in RESULTS_DIR (resumable, like small_scale_methods); 
 into docs/methods.md, each task's baselines into docs/data.md.
 """
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -315,17 +314,10 @@ def tables(results: dict[str, dict], seeds) -> dict[str, str]:
           "transfer_ranking": ranking_table(results, seeds[0])}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--plan", nargs="+", default=[], choices=list(PLANS))
-  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-  parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="run only these tasks")
+def parse_args(argv=None):
+  parser = ssm.plan_parser(__doc__, PLANS, TASKS, "/tmp/transfer_methods")
   parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS),
                       help="few-shot regimes of the fewshot plan")
-  parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from i")
-  parser.add_argument("--work_dir", default="/tmp/transfer_methods")
-  parser.add_argument("--draw_only", action="store_true", help="only print the tables")
-  parser.add_argument("--no_docs", action="store_true", help="print, do not write docs")
   return parser.parse_args(argv)
 
 

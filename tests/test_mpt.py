@@ -7,24 +7,18 @@ import json
 
 import jax
 import numpy as np
+import mpt_helpers
 import pytest
 
 from prompt_tuning import infer, optim, prompts, train
 from prompt_tuning import model as model_lib
 from prompt_tuning.checkpoints import prompts_io
-from prompt_tuning.data import demo, errors, features, jsonl, registry, vocabularies
+from prompt_tuning.data import demo, errors, features, vocabularies
 from prompt_tuning.prompts import mpt
 from prompt_tuning.t5 import config as t5_config
 
-TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64)
-P, D = 3, 4  # the tiny model's d_model is 4
-TASKS = ("task_a", "task_b")
-INPUTS = np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0], [11, 12, 1, 0, 0]], np.int32)
-TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0]], np.int32)
-BATCH = {"encoder_input_tokens": INPUTS,
-         "decoder_input_tokens": np.pad(TARGETS[:, :-1], ((0, 0), (1, 0))),
-         "decoder_target_tokens": TARGETS,
-         "decoder_loss_weights": (TARGETS > 0).astype(np.int32)}
+TINY, P, D, TASKS = mpt_helpers.TINY, mpt_helpers.P, mpt_helpers.D, mpt_helpers.TASKS
+INPUTS, TARGETS, BATCH = mpt_helpers.INPUTS, mpt_helpers.TARGETS, mpt_helpers.BATCH
 
 
 def mpt_model(tasks=TASKS, **kwargs):
@@ -199,16 +193,7 @@ TASK_LINES = {  # two small tasks of different words, so their prompts learn dif
 @pytest.fixture(scope="module")
 def mixture(tmp_path_factory):
   """Registers two JSONL tasks (train and validation) and their mixture, demo vocabulary."""
-  directory = tmp_path_factory.mktemp("mpt_tasks")
-  vocabulary = vocabularies.get_vocabulary(demo.vocabulary_path())
-  for name, lines in TASK_LINES.items():
-    path = directory / f"{name}.jsonl"
-    path.write_text("".join(json.dumps({"inputs": i, "targets": t}) + "\n"
-                            for i, t in lines * 4))
-    jsonl.register_jsonl_task(name, {"train": str(path), "validation": str(path)},
-                              vocabulary=vocabulary)
-  registry.add_mixture(MIXTURE, [(name, 1.0) for name in TASK_LINES])
-  return sorted(TASK_LINES)
+  return mpt_helpers.register_mixture(tmp_path_factory.mktemp("mpt_tasks"), MIXTURE, TASK_LINES)
 
 
 def job_model(method=None):
