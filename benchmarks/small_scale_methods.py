@@ -262,7 +262,8 @@ def execute(run: Run, work_dir: str, keep_prompt: str | None = None) -> dict:
   regex = ".*" if run.method == "model_tuning" else optim.PROMPT_REGEX
   start = time.time()
   train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
-              mixture_or_task_name=train_task(run, work_dir), task_feature_lengths=mini.TASKS[run.task],
+              mixture_or_task_name=train_task(run, work_dir),
+              task_feature_lengths=mini.TASKS[run.task],
               train_steps=run.steps, batch_size=run.batch_size,
               optimizer=build_optimizer(run),
               checkpoint_period=run.steps, eval_period=EVAL_PERIOD, evaluator=evaluator,
@@ -440,7 +441,8 @@ def decoder_knobs_plan(seeds) -> list[Run]:
           for change in (dict(learning_rate=0.01), dict(parameter_scale=True))]
 
 
-PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe": recipe_plan, "longer": longer_plan, "adapted": adapted_plan,
+PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe": recipe_plan,
+         "longer": longer_plan, "adapted": adapted_plan,
          "paper_length": paper_length_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,

@@ -27,7 +27,9 @@ into docs/methods.md, each task's baselines into docs/data.md.
 """
 
 import dataclasses
+import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -126,8 +128,8 @@ def knobs_plan(seeds):
   return [(run, None) for run in runs]
 
 
-PLANS = {"knobs": knobs_plan, "model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
-         "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
+PLANS = {"knobs": knobs_plan, "model_tuning": model_tuning_plan, "single": single_plan,
+         "sources": sources_plan, "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,6 +139,7 @@ def train_source(run: Run, kind: str, work_dir: str) -> dict:
   """A source run over the mixture, then each source task's test accuracy with the prompt it
   serves that task (the one prompt for spot; P_k for mpt); keeps the source prompt."""
   model_dir = os.path.join(work_dir, run.key())
+  shutil.rmtree(model_dir, ignore_errors=True)
   model = ssm.build_model(run)
   start = time.time()
   train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
@@ -154,13 +157,15 @@ def train_source(run: Run, kind: str, work_dir: str) -> dict:
     source = os.path.join(folder, f"{mpt.SHARED_FILE}.npy")
   accuracy = {task: test_accuracy(task, path, run.length) for task, path in task_prompt.items()}
   keep(source, kind)
-  return {"run": ssm.dataclasses.asdict(run), "seconds": seconds, "test": accuracy,
+  shutil.rmtree(model_dir, ignore_errors=True)
+  return {"run": dataclasses.asdict(run), "seconds": seconds, "test": accuracy,
           "machine": machine.describe()}
 
 
 def test_accuracy(task: str, prompt_file: str, length: int) -> float:
   model = model_lib.PromptedT5Model(ssm.mini._config(), length, prompts.from_file(prompt_file))
-  metrics = eval_lib.evaluate(model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
+  metrics = eval_lib.evaluate(model=model,
+                              initial_checkpoint_path=pretrained.mini_checkpoint_path(),
                               mixture_or_task_name=task, task_feature_lengths=mini.TASKS[task],
                               batch_size=64, prompt_file=prompt_file, split="test",
                               use_rank_classification=registry.class_labels(task) is not None)
@@ -301,7 +306,7 @@ def task_table(results: dict[str, dict], seeds) -> str:
 
 def majority(task: str) -> float:
   """Test accuracy of always answering the train split's most frequent target."""
-  read = lambda split: [ssm.json.loads(line)["targets"]
+  read = lambda split: [json.loads(line)["targets"]
                         for line in open(wordnet.task_files(task)[split])]
   train_targets, test_targets = read("train"), read("test")
   top = max(set(train_targets), key=train_targets.count)

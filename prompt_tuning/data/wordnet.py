@@ -246,10 +246,11 @@ def hypernym_pools(synsets: Sequence[Synset], below: Mapping[str, Sequence[str]]
 def hypernym_example(synset: Synset, by_key: Mapping[str, Synset],
                      pools: Mapping[int, Sequence[str]], depth: Mapping[str, int],
                      seed: int) -> dict[str, str] | None:
-  """"is A a kind of B? A: <A's definition>; B: <B's definition>" -> true (B is A's first hypernym) or
-  false (B is a noun with hyponyms at the hypernym's depth, of another lexicographer file, no
-  ancestor of A and named by no ancestor's word), by a coin seeded with the synset; None for a
-  non-noun, or when A's definition contains the hypernym's word or B (a surface cue)."""
+  """"is A a kind of B? A: <A's definition>; B: <B's definition>" -> true (B is A's first
+  hypernym) or false (B is a noun with hyponyms at the hypernym's depth, of another
+  lexicographer file, no ancestor of A and named by no ancestor's word), by a coin seeded with
+  the synset; None for a non-noun, or when A's definition contains the hypernym's word or B
+  (a surface cue)."""
   if synset.pos != "n" or not synset.hypernyms:
     return None
   rng = random.Random(f"{seed}:{synset.key}")
