@@ -143,8 +143,9 @@ def fewshot_knobs_plan(seeds):
           for start in ("plain", "spot") for rate in FEW_SHOT_RATES[1:]]
 
 
-PLANS = {"knobs": knobs_plan, "fewshot_knobs": fewshot_knobs_plan, "model_tuning": model_tuning_plan, "single": single_plan,
-         "sources": sources_plan, "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
+PLANS = {"knobs": knobs_plan, "fewshot_knobs": fewshot_knobs_plan,
+         "model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
+         "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,7 +316,8 @@ def fewshot_rates_table(results: dict[str, dict], seed: int) -> str:
       cells = []
       for rate in FEW_SHOT_RATES:
         result = results.get(fewshot_rate_run(task, seed, start, rate).key())
-        cells.append(f"{result['curve']['0']['test']:.1f} → {final(result):.1f}" if result else "")
+        cells.append(f"{result['curve']['0']['test']:.1f} → {final(result):.1f}"
+                     if result else "")
       lines.append(f"| {task} | {STARTS[start]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
