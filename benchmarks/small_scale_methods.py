@@ -169,9 +169,14 @@ def frequent_answers(task: str, count: int) -> list[str]:
   return [target for target, _ in targets.most_common(count)]
 
 
+# The tasks of each mixture a run may train on: the shipped WordNet mixtures, and those a
+# benchmark registers (transfer_methods' leave-one-out sources).
+MIXTURE_TASKS = dict(wordnet.MIXTURES)
+
+
 def task_labels(task: str) -> tuple[str, ...]:
-  """A task's class labels, or those of every task of a WordNet mixture, in its order."""
-  names = wordnet.MIXTURES.get(task, (task,))
+  """A task's class labels, or those of every task of a mixture, in its order."""
+  names = MIXTURE_TASKS.get(task, (task,))
   labels = [label for name in names for label in registry.class_labels(name) or ()]
   if not labels:
     raise ValueError(f"{task} has no class labels; start its prompt from 'sampled_vocab'.")
@@ -190,7 +195,7 @@ def prompt_method(run: Run):
     return mpt.method(run.task)
   if run.method == "mpt_distilled":  # teachers: each task's kept plain prompt
     return mpt.method(run.task, teachers={t: str(SOURCE_PROMPTS_DIR / f"{t}.npy")
-                                          for t in wordnet.MIXTURES[run.task]})
+                                          for t in MIXTURE_TASKS[run.task]})
   return method_lib.plain()
 
 

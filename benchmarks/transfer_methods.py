@@ -11,6 +11,8 @@ each 1,000 steps over the mixture, then its prompt kept in SOURCE_PROMPTS_DIR):
   mpt    MPT over the mixture (methods/mpt.gin's model); its shared prompt P* is the source
   mpt_distilled  the same, distilled from single-task teachers (MPT_TEACHERS: the source
          tasks' own prompts of the `single` plan, MPT_DISTILLATION_WEIGHT 0.9)
+  spot_others  per target, one plain prompt trained on every other task (the mixture
+         wordnet_without_{target}): more sources, still none of the target's data
 A target run is small_scale_methods' plain 20-row prompt at the decayed recipe (Adafactor 0.3
 decayed linearly to 0), started from the task's plain init (its class labels; sampled
 vocabulary for the generated wordnet_hypernym_word), or from a source's prompt. Regimes: the
@@ -54,11 +56,32 @@ SOURCES = wordnet.MIXTURES[SOURCE_MIXTURE]
 TARGETS = ("wordnet_hypernym", "wordnet_senses", "wordnet_hypernym_word")
 TASKS = SOURCES + TARGETS
 SOURCE_KINDS = ("spot", "mpt", "mpt_distilled")
+OTHERS = "spot_others"  # the start from the target's leave-one-out source
 FULL_STEPS, FEW_SHOT_STEPS = 1000, 300
 SHOTS = (32, 128)
 STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt",
           "mpt": "MPT: the mixture's shared prompt P*",
-          "mpt_distilled": "MPT distilled from single-task teachers: its P*"}
+          "mpt_distilled": "MPT distilled from single-task teachers: its P*",
+          OTHERS: "SPoT: every other task's prompt"}
+
+
+def others_mixture(target: str) -> str:
+  """The leave-one-out source mixture of a target: every task of TASKS but the target."""
+  return f"wordnet_without_{target.removeprefix('wordnet_')}"
+
+
+LEAVE_ONE_OUT = {others_mixture(t): tuple(x for x in TASKS if x != t) for t in TARGETS}
+SOURCE_MIXTURES = (SOURCE_MIXTURE, *LEAVE_ONE_OUT)
+for _name, _tasks in LEAVE_ONE_OUT.items():  # trained like the shipped mixtures: equal rates
+  registry.add_mixture(_name, [(t, 1.0) for t in _tasks])
+ssm.MIXTURE_TASKS.update(LEAVE_ONE_OUT)
+
+
+def feature_lengths(task: str) -> dict[str, int]:
+  """A task's feature lengths; a leave-one-out mixture's: the longest of its tasks'."""
+  if task in mini.TASKS:
+    return mini.TASKS[task]
+  return {k: max(mini.TASKS[t][k] for t in LEAVE_ONE_OUT[task]) for k in ("inputs", "targets")}
 
 
 def plain_init(task: str) -> str:
@@ -67,6 +90,8 @@ def plain_init(task: str) -> str:
 
 def init_of(start: str, task: str) -> str:
   """Run.init for a start: 'plain', a source kind, or a task's own prompt (ranking)."""
+  if start == OTHERS:
+    return f"{ssm.FROM_SOURCE}{others_mixture(task)}"
   return plain_init(task) if start == "plain" else f"{ssm.FROM_SOURCE}{start}"
 
 
@@ -79,9 +104,18 @@ def model_tuning_run(task: str, seed: int) -> Run:
   return Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
 
 
-def source_run(kind: str) -> Run:
-  return Run(task=SOURCE_MIXTURE, method="prompt" if kind == "spot" else kind,
-             schedule="linear", steps=FULL_STEPS)
+def source_run(kind: str, target: str | None = None) -> Run:
+  """A source kind's run; OTHERS's is the target's leave-one-out mixture."""
+  task = others_mixture(target) if kind == OTHERS else SOURCE_MIXTURE
+  return Run(task=task, method=kind if kind.startswith("mpt") else "prompt", schedule="linear",
+             steps=FULL_STEPS)
+
+
+def source_runs() -> list[tuple[str, Run, str]]:
+  """(label, run, kept prompt's name) of every source."""
+  return ([(STARTS[kind], source_run(kind), kind) for kind in SOURCE_KINDS]
+          + [(f"SPoT: every task but {t}", source_run(OTHERS, t), others_mixture(t))
+             for t in TARGETS])
 
 
 # ------------------------------------------------------------------------------------------
@@ -99,7 +133,7 @@ def single_plan(seeds):
 
 def sources_plan(seeds):
   del seeds
-  return [(source_run(kind), kind) for kind in SOURCE_KINDS]
+  return [(run, kept) for _, run, kept in source_runs()]
 
 
 def fewshot_plan(seeds):
@@ -109,7 +143,7 @@ def fewshot_plan(seeds):
 
 def full_plan(seeds):
   return [(target_run(task, seed, start, None), None) for seed in seeds for task in TARGETS
-          for start in SOURCE_KINDS]
+          for start in STARTS if start != "plain"]
 
 
 def ranking_plan(seeds):
@@ -151,7 +185,7 @@ PLANS = {"knobs": knobs_plan, "fewshot_knobs": fewshot_knobs_plan,
 # ------------------------------------------------------------------------------------------
 # Running.
 
-def train_source(run: Run, kind: str, work_dir: str) -> dict:
+def train_source(run: Run, kept: str, work_dir: str) -> dict:
   """A source run over the mixture, then each source task's test accuracy with the prompt it
   serves that task (the one prompt for spot; P_k for mpt); keeps the source prompt."""
   model_dir = os.path.join(work_dir, run.key())
@@ -159,7 +193,7 @@ def train_source(run: Run, kind: str, work_dir: str) -> dict:
   model = ssm.build_model(run)
   start = time.time()
   train.train(model=model, model_dir=model_dir, initial_checkpoint_path=run.checkpoint_path,
-              mixture_or_task_name=run.task, task_feature_lengths=mini.TASKS[run.task],
+              mixture_or_task_name=run.task, task_feature_lengths=feature_lengths(run.task),
               train_steps=run.steps, batch_size=run.batch_size,
               optimizer=ssm.build_optimizer(run), checkpoint_period=run.steps,
               random_seed=run.seed)
@@ -167,12 +201,12 @@ def train_source(run: Run, kind: str, work_dir: str) -> dict:
   exported = train.prompt_path(model_dir, run.steps)
   task_prompt = {task: exported for task in SOURCES}
   source = exported
-  if kind != "spot":
+  if run.method != "prompt":
     folder = exported[:-len(".npy")]
     task_prompt = {task: os.path.join(folder, f"{task}.npy") for task in SOURCES}
     source = os.path.join(folder, f"{mpt.SHARED_FILE}.npy")
   accuracy = {task: test_accuracy(task, path, run.length) for task, path in task_prompt.items()}
-  keep(source, kind)
+  keep(source, kept)
   shutil.rmtree(model_dir, ignore_errors=True)
   return {"run": dataclasses.asdict(run), "seconds": seconds, "test": accuracy,
           "machine": machine.describe()}
@@ -210,7 +244,7 @@ def run_plan(plan: list[tuple[Run, str | None]], shard: tuple[int, int], work_di
       print(f"[{time.strftime('%H:%M:%S')}] {run.key()}: later, after the run of {needs}")
       continue
     print(f"[{time.strftime('%H:%M:%S')}] {run.key()}", flush=True)
-    if run.task == SOURCE_MIXTURE:
+    if run.task in SOURCE_MIXTURES:
       result = train_source(run, kept, work_dir)
       print(f"  -> test {result['test']} ({result['seconds']:.0f} s)", flush=True)
     else:
@@ -271,11 +305,10 @@ def _average_row(results, seeds, shots) -> str:
 def sources_table(results: dict[str, dict]) -> str:
   lines = ["| source | " + " | ".join(f"{t} test" for t in SOURCES) + " | minutes |",
            "|---|" + "---|" * (len(SOURCES) + 1)]
-  for kind in SOURCE_KINDS:
-    result = results.get(source_run(kind).key())
+  for label, run, _ in source_runs():
+    result = results.get(run.key())
     if result:
-      lines.append(f"| {STARTS[kind]} | " + " | ".join(f"{result['test'][t]:.1f}"
-                                                       for t in SOURCES)
+      lines.append(f"| {label} | " + " | ".join(f"{result['test'][t]:.1f}" for t in SOURCES)
                    + f" | {result['seconds'] / 60:.1f} |")
   return "\n".join(lines)
 
@@ -364,7 +397,7 @@ def main(argv=None) -> None:
   if not args.draw_only:
     for name in args.plan:
       plan = [(run, kept) for run, kept in PLANS[name](args.seeds)
-              if (run.task in args.tasks or run.task == SOURCE_MIXTURE)
+              if (run.task in args.tasks or run.task in SOURCE_MIXTURES)
               and run.train_examples in (*args.shots, None)]
       run_plan(plan, shard, args.work_dir)
   results = load_results()

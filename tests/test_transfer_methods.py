@@ -36,10 +36,16 @@ def test_sources_never_see_a_target_and_every_start_is_planned():
   assert not set(tm.SOURCES) & set(tm.TARGETS)
   for kind in tm.SOURCE_KINDS:
     assert tm.source_run(kind).task == tm.SOURCE_MIXTURE
+  for target in tm.TARGETS:  # a leave-one-out source sees every task but its target
+    mixture = tm.source_run(tm.OTHERS, target).task
+    assert set(tm.LEAVE_ONE_OUT[mixture]) == set(tm.TASKS) - {target}
+    members = tasks.get_mixture_or_task(mixture).tasks
+    assert sorted(t.name for t in members) == sorted(tm.LEAVE_ONE_OUT[mixture])
   few = [run for run, _ in tm.fewshot_plan([0, 1, 2])]
   assert len({r.key() for r in few}) == len(tm.TARGETS) * 3 * len(tm.STARTS) * len(tm.SHOTS)
   assert {r.init for r in few if r.task == "wordnet_hypernym_word"} == {
-      "sampled_vocab", "from_spot", "from_mpt", "from_mpt_distilled"}  # no class labels
+      "sampled_vocab", "from_spot", "from_mpt", "from_mpt_distilled",
+      "from_wordnet_without_hypernym_word"}  # no class labels
   assert {r.steps for r in few} == {tm.FEW_SHOT_STEPS}
   ranking = [run for run, _ in tm.ranking_plan([0])]
   assert all(r.init[len("from_"):] != r.task for r in ranking)  # never from its own prompt
