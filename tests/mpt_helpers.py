@@ -7,16 +7,15 @@ import numpy as np
 from prompt_tuning.data import demo, jsonl, registry, vocabularies
 from prompt_tuning.t5 import config as t5_config
 
+import batch_helpers
+
 # A tiny model and a batch of three rows for two tasks.
 TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64)
 P, D = 3, 4  # the tiny model's d_model is 4
 TASKS = ("task_a", "task_b")
 INPUTS = np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0], [11, 12, 1, 0, 0]], np.int32)
 TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0]], np.int32)
-BATCH = {"encoder_input_tokens": INPUTS,
-         "decoder_input_tokens": np.pad(TARGETS[:, :-1], ((0, 0), (1, 0))),
-         "decoder_target_tokens": TARGETS,
-         "decoder_loss_weights": (TARGETS > 0).astype(np.int32)}
+BATCH = batch_helpers.teacher_forced(INPUTS, TARGETS)
 
 
 def register_mixture(directory, mixture: str, task_lines: dict) -> list[str]:

@@ -12,6 +12,8 @@ from prompt_tuning.prompts import deep
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
+import batch_helpers
+
 TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64, num_encoder_layers=3)
 
 
@@ -133,10 +135,7 @@ TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0], [9, 9, 1, 0]], np.
 
 
 def make_batch(inputs=INPUTS, targets=TARGETS):
-  return {"encoder_input_tokens": inputs,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": (targets > 0).astype(np.int32)}
+  return batch_helpers.teacher_forced(inputs, targets)
 
 
 def deep_model(position="prefix", length=P, **kwargs):

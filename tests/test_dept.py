@@ -14,6 +14,8 @@ from prompt_tuning.checkpoints import prompts_io
 from prompt_tuning.prompts import dept
 from prompt_tuning.t5 import config as t5_config
 
+import batch_helpers
+
 TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64)
 D, L = 4, 6
 RIGHT = np.array([[5, 6, 7, 8, 1, 0], [9, 10, 1, 0, 0, 0], [11, 1, 0, 0, 0, 0]], np.int32)
@@ -22,10 +24,7 @@ TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0]], np.int32)
 
 
 def batch(inputs=RIGHT):
-  return {"encoder_input_tokens": inputs,
-          "decoder_input_tokens": np.pad(TARGETS[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": TARGETS,
-          "decoder_loss_weights": (TARGETS > 0).astype(np.int32)}
+  return batch_helpers.teacher_forced(inputs, TARGETS)
 
 
 def dept_model(**kwargs):

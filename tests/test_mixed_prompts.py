@@ -9,6 +9,8 @@ import pytest
 from prompt_tuning import combine, model
 from prompt_tuning.t5 import config as t5_config
 
+import batch_helpers
+
 TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64)
 LENGTHS = (3, 1, 5)  # three prompts of different lengths
 # Ragged rows, one left-padded; targets of different lengths.
@@ -18,11 +20,7 @@ TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0], [9, 9, 1, 0]], np.
 IDS = np.array([2, 0, 1, 2], np.int32)
 
 
-def make_batch(inputs, targets):
-  return {"encoder_input_tokens": inputs,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": (targets > 0).astype(np.int32)}
+make_batch = batch_helpers.teacher_forced
 
 
 def prompt_tables(position="prefix", max_length=None):

@@ -13,6 +13,7 @@ from prompt_tuning import combine, model, optim, prompts
 from prompt_tuning.t5 import config as t5_config
 from prompt_tuning.t5 import network
 
+import batch_helpers
 import peft_helpers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,10 +29,7 @@ TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0]], np.int32)
 
 
 def make_batch(inputs=INPUTS, targets=TARGETS):
-  return {"encoder_input_tokens": inputs,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": (targets > 0).astype(np.int32)}
+  return batch_helpers.teacher_forced(inputs, targets)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ from prompt_tuning.prompts import method as method_lib
 from prompt_tuning.prompts import residual
 from prompt_tuning.t5 import config as t5_config
 
+import batch_helpers
+
 TINY = t5_config.get_config("t5_1_1_tiny").replace(vocab_size=64)
 P, D, BOTTLENECK = 3, 4, 5
 INPUTS = np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0], [0, 0, 11, 12, 1]], np.int32)
 TARGETS = np.array([[3, 4, 1, 0], [5, 6, 7, 1], [8, 1, 0, 0]], np.int32)
-BATCH = {"encoder_input_tokens": INPUTS,
-         "decoder_input_tokens": np.pad(TARGETS[:, :-1], ((0, 0), (1, 0))),
-         "decoder_target_tokens": TARGETS,
-         "decoder_loss_weights": (TARGETS > 0).astype(np.int32)}
+BATCH = batch_helpers.teacher_forced(INPUTS, TARGETS)
 
 
 @pytest.fixture(scope="module")
