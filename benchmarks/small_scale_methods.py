@@ -46,9 +46,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results" / "small_scale_methods"
 COSTS = ROOT / "benchmarks" / "results" / "small_scale_methods_costs.json"
 DOC = ROOT / "docs" / "methods.md"
+PAPER_DOC = ROOT / "docs" / "paper_reproduction.md"  # its paper_corrected block
 PLOT = ROOT / "docs" / "methods_curves.png"
 MINI_RESULTS = ROOT / "benchmarks" / "results" / "mini_t5_prompt_tuning.json"
 TASKS = ("wordnet_topic", "wordnet_pos")  # the two tasks of issue 19's tables (mini.TASKS may grow)
+PAPER_LENGTHS = (1, 5, 20, 100, 150)  # the prompt lengths of the paper's Figure 3(a)
 METHODS = ("prompt", "residual", "deep", "dept", "model_tuning")
 METHOD_NAMES = {"prompt": "plain prompt", "residual": "residual (methods/residual.gin)",
                 "deep": "deep (methods/deep.gin)", "dept": "DePT (methods/dept.gin)",
@@ -152,11 +154,13 @@ SOURCE_PROMPTS_DIR = ROOT / "benchmarks" / "results" / "transfer_methods" / "pro
 FROM_SOURCE = "from_"  # init "from_NAME": the trained prompt SOURCE_PROMPTS_DIR/NAME.npy
 
 
-def initializer(name: str, task: str):
+def initializer(name: str, task: str, length: int):
+  """A prompt of `length` rows; a class-label prompt shorter than the labels starts from the
+  first `length` of them (as benchmarks/paper_ablations.py does)."""
   if name.startswith(FROM_SOURCE):
     return prompts.from_file(str(SOURCE_PROMPTS_DIR / f"{name[len(FROM_SOURCE):]}.npy"))
   if name == "class_labels":
-    return prompts.class_labels(task_labels(task), pretrained.MINI_VOCABULARY_PATH)
+    return prompts.class_labels(task_labels(task)[:length], pretrained.MINI_VOCABULARY_PATH)
   if name == "frequent_answers":  # class labels' analogue for a generated task
     return prompts.class_labels(frequent_answers(task, 20), pretrained.MINI_VOCABULARY_PATH)
   return {"sampled_vocab": prompts.sampled_vocab, "random_uniform": prompts.random_uniform}[name]()
@@ -205,7 +209,7 @@ def build_model(run: Run):
   config = mini._config()
   if run.method == "model_tuning":
     return model_lib.T5Model(config, dropout_rate=run.dropout)
-  return model_lib.PromptedT5Model(config, run.length, initializer(run.init, run.task),
+  return model_lib.PromptedT5Model(config, run.length, initializer(run.init, run.task, run.length),
                                    dropout_rate=run.dropout, method=prompt_method(run))
 
 
@@ -219,7 +223,7 @@ def build_decoder(run: Run):
   config = decoder_config.config_from_hf(path)
   if run.method == "model_tuning":
     return decoder_model.DecoderModel(config, dropout_rate=run.dropout, **ids)
-  return decoder_model.PromptedDecoderModel(config, run.length, initializer(run.init, run.task),
+  return decoder_model.PromptedDecoderModel(config, run.length, initializer(run.init, run.task, run.length),
                                             dropout_rate=run.dropout, **ids)
 
 
@@ -406,6 +410,16 @@ def longer_plan(seeds) -> list[Run]:
   return runs
 
 
+def figure3_plan(seeds) -> list[Run]:
+  """The paper's Figure 3 (a) and (c) at the decayed recipe, on the topic task: the plain
+  prompt's other lengths and the span-corruption-only checkpoint, every seed (schedule_plan,
+  paper_length_plan and init_plan run the rest of paper_table)."""
+  lengths = [Run(seed=seed, length=length, schedule="linear")
+             for length in PAPER_LENGTHS if length not in (20, 100) for seed in seeds]
+  return lengths + [Run(seed=seed, checkpoint="span_corruption", schedule="linear")
+                    for seed in seeds]
+
+
 def paper_length_plan(seeds) -> list[Run]:
   """The paper's 100-row prompt at the decayed recipe, plain and deep, every seed, both
   tasks (length_plan's run is its constant-rate counterpart)."""
@@ -448,7 +462,7 @@ def decoder_knobs_plan(seeds) -> list[Run]:
 
 PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe": recipe_plan,
          "longer": longer_plan, "adapted": adapted_plan,
-         "paper_length": paper_length_plan,
+         "paper_length": paper_length_plan, "figure3": figure3_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
          "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan}
@@ -631,6 +645,36 @@ def goal_table(results: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
+def paper_table(results: dict[str, dict]) -> str:
+  """docs/paper_reproduction.md's: the paper's ablations at the decayed recipe (20 rows,
+  class-label init, Adafactor 0.3 decayed to 0 over 1,000 steps, no dropout) on
+  wordnet_topic, each row one change; model tuning as in methods_table."""
+  base = dict(task="wordnet_topic", method="prompt", init="class_labels", length=20,
+              dropout=0.0, learning_rate=0.3, steps=1000, schedule="linear",
+              checkpoint="lm_adapted", batch_size=16, parameter_scale=False)
+  rows = [("prompt length (Figure 3(a))", f"{n} row" + "s" * (n > 1), dict(base, length=n))
+          for n in PAPER_LENGTHS]
+  rows += [("initialisation (Figure 3(b))", name.split(" (")[0], dict(base, init=init))
+           for init, name in INIT_NAMES.items()]
+  rows += [("pre-training (Figure 3(c))", "span corruption only",
+            dict(base, checkpoint="span_corruption")),
+           ("pre-training (Figure 3(c))", "span corruption + LM adaptation (shipped)", base),
+           ("method (Figure 1)", "prompt tuning, 100 rows", dict(base, length=100)),
+           ("method (Figure 1)", "model tuning (every weight, Adafactor 1e-3, 200 steps)",
+            dict(task="wordnet_topic", method="model_tuning", dropout=0.0,
+                 learning_rate=1e-3, steps=200, batch_size=16, checkpoint="lm_adapted"))]
+  lines = ["| ablation | setting | step 0 | trained |", "|---|---|---|---|"]
+  for ablation, setting, fixed in rows:
+    cells = [_cell(results, step, **fixed) for step in (0, fixed["steps"])]
+    lines.append(f"| {ablation} | {setting} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+INIT_NAMES = {"random_uniform": "random uniform (prompts/random_uniform.gin)",
+              "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
+              "class_labels": "class labels (prompts/class_labels.gin)"}
+
+
 def init_table(results: dict[str, dict]) -> str:
   """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
   untrained (step 0) and trained test accuracy."""
@@ -638,10 +682,7 @@ def init_table(results: dict[str, dict]) -> str:
                 schedule="linear", checkpoint="lm_adapted", batch_size=16, parameter_scale=False)
   lines = ["| initialisation | " + " | ".join(f"{t}: step 0 | {t}: 1,000 steps" for t in TASKS)
            + " |", "|---|" + "---|---|" * len(TASKS)]
-  names = {"class_labels": "class labels (prompts/class_labels.gin)",
-           "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
-           "random_uniform": "random uniform (prompts/random_uniform.gin)"}
-  for init, name in names.items():
+  for init, name in INIT_NAMES.items():
     cells = [_cell(results, step, task=task, init=init, **recipe)
              for task in TASKS for step in (0, 1000)]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -806,10 +847,12 @@ def main(argv=None) -> None:
   blocks["methods_setting"] = (
       f"{machine.describe()}; {len(results)} runs, {seconds / 60:.0f} min of runs in all "
       "(two to five runs shared the two cores at a time, so one run alone is faster).")
+  docs = {name: DOC for name in blocks} | {"paper_corrected": PAPER_DOC}
+  blocks["paper_corrected"] = paper_table(results)
   for name, block in blocks.items():
     print(f"\n{name}\n{block}")
-    if not args.no_docs and DOC.exists():
-      machine.write_docs_block(name, block, DOC)
+    if not args.no_docs and docs[name].exists():
+      machine.write_docs_block(name, block, docs[name])
   if not args.no_docs:
     plot_curves(results, PLOT)
 

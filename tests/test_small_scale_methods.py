@@ -4,6 +4,8 @@ ones its stored runs draw, and its statistics match a hand computation."""
 
 import re
 
+import jax
+import numpy as np
 import pytest
 
 from benchmarks import small_scale_methods as ssm
@@ -28,6 +30,10 @@ def test_docs_tables_are_the_stored_runs_tables():
     assert _block(doc, name).strip() == drawn[name].strip(), (
         f"docs/methods.md's {name} table is stale: run "
         "`python -m benchmarks.small_scale_methods --draw_only`")
+  paper = _block(ssm.PAPER_DOC.read_text(), "paper_corrected")
+  assert paper.strip() == ssm.paper_table(results).strip(), (
+      "docs/paper_reproduction.md's paper_corrected table is stale: run "
+      "`python -m benchmarks.small_scale_methods --draw_only`")
 
 
 def _result(seed: int, curve: dict[int, float], **run) -> dict:
@@ -45,3 +51,11 @@ def test_cells_and_curves_are_means_and_sds_of_the_seeds():
   steps, mean, sd = ssm.curves(results, "wordnet_topic", method="prompt")
   assert steps == [0, 1000]  # 2,000: only one seed has it
   assert mean == pytest.approx([30.0, 72.0]) and sd == pytest.approx([10.0, 2.0])
+
+
+def test_a_prompt_shorter_than_the_labels_starts_from_the_first_labels():
+  embedding = np.random.default_rng(0).normal(size=(32128, 4))  # >= any id.astype(np.float32)
+  rng = jax.random.PRNGKey(0)
+  six = ssm.initializer("class_labels", "wordnet_topic", 6)(rng, embedding, (6, 4))
+  two = ssm.initializer("class_labels", "wordnet_topic", 2)(rng, embedding, (2, 4))
+  np.testing.assert_allclose(two, six[:2])
