@@ -5,15 +5,16 @@
     python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
 
 Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation,
-longer, adapted, model_tuning, paper_length, decoder (the mini decoder beside the mini T5),
-decoder_knobs.
+longer, adapted, model_tuning, paper_length, figure3 (the paper's ablations at the decayed
+recipe), decoder (the mini decoder beside the mini T5), decoder_knobs.
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
 rank classification recorded along the way at the steps in CURVE (one run gives the whole
 learning curve). A finished run is one JSON file in RESULTS_DIR (in the repository), named by
 its key, so an interrupted command resumes where it stopped and several commands may share the
-work (`--shard 0/2` and `--shard 1/2` on two cores). The tables go into docs/methods.md.
+work (`--shard 0/2` and `--shard 1/2` on two cores). The tables go into docs/methods.md, and
+the paper's ablations at the decayed recipe into docs/paper_reproduction.md.
 """
 
 import argparse
