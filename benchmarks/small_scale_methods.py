@@ -210,8 +210,9 @@ def build_model(run: Run):
   config = mini._config()
   if run.method == "model_tuning":
     return model_lib.T5Model(config, dropout_rate=run.dropout)
-  return model_lib.PromptedT5Model(config, run.length, initializer(run.init, run.task, run.length),
-                                   dropout_rate=run.dropout, method=prompt_method(run))
+  init = initializer(run.init, run.task, run.length)
+  return model_lib.PromptedT5Model(config, run.length, init, dropout_rate=run.dropout,
+                                   method=prompt_method(run))
 
 
 def build_decoder(run: Run):
@@ -224,8 +225,9 @@ def build_decoder(run: Run):
   config = decoder_config.config_from_hf(path)
   if run.method == "model_tuning":
     return decoder_model.DecoderModel(config, dropout_rate=run.dropout, **ids)
-  return decoder_model.PromptedDecoderModel(config, run.length, initializer(run.init, run.task, run.length),
-                                            dropout_rate=run.dropout, **ids)
+  init = initializer(run.init, run.task, run.length)
+  return decoder_model.PromptedDecoderModel(config, run.length, init, dropout_rate=run.dropout,
+                                            **ids)
 
 
 def build_optimizer(run: Run):
@@ -646,6 +648,11 @@ def goal_table(results: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
+INIT_NAMES = {"random_uniform": "random uniform (prompts/random_uniform.gin)",
+              "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
+              "class_labels": "class labels (prompts/class_labels.gin)"}
+
+
 def paper_table(results: dict[str, dict]) -> str:
   """docs/paper_reproduction.md's: the paper's ablations at the decayed recipe (20 rows,
   class-label init, Adafactor 0.3 decayed to 0 over 1,000 steps, no dropout) on
@@ -669,11 +676,6 @@ def paper_table(results: dict[str, dict]) -> str:
     cells = [_cell(results, step, **fixed) for step in (0, fixed["steps"])]
     lines.append(f"| {ablation} | {setting} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
-
-
-INIT_NAMES = {"random_uniform": "random uniform (prompts/random_uniform.gin)",
-              "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
-              "class_labels": "class labels (prompts/class_labels.gin)"}
 
 
 def init_table(results: dict[str, dict]) -> str:
