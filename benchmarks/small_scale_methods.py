@@ -648,6 +648,13 @@ def goal_table(results: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
+# The recipes the tables compare against: the demo's plain prompt (runs/cpu_demo.gin) and
+# model tuning (every weight).
+DECAYED_PROMPT = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
+                      learning_rate=0.3, steps=1000, schedule="linear", batch_size=16,
+                      parameter_scale=False)
+MODEL_TUNING = dict(method="model_tuning", dropout=0.0, learning_rate=1e-3, steps=200,
+                    batch_size=16)
 INIT_NAMES = {"random_uniform": "random uniform (prompts/random_uniform.gin)",
               "sampled_vocab": "sampled vocabulary (prompts/sampled_vocab.gin)",
               "class_labels": "class labels (prompts/class_labels.gin)"}
@@ -657,9 +664,7 @@ def paper_table(results: dict[str, dict]) -> str:
   """docs/paper_reproduction.md's: the paper's ablations at the decayed recipe (20 rows,
   class-label init, Adafactor 0.3 decayed to 0 over 1,000 steps, no dropout) on
   wordnet_topic, each row one change; model tuning as in methods_table."""
-  base = dict(task="wordnet_topic", method="prompt", init="class_labels", length=20,
-              dropout=0.0, learning_rate=0.3, steps=1000, schedule="linear",
-              checkpoint="lm_adapted", batch_size=16, parameter_scale=False)
+  base = dict(DECAYED_PROMPT, task="wordnet_topic", checkpoint="lm_adapted")
   rows = [("prompt length (Figure 3(a))", f"{n} row" + "s" * (n > 1), dict(base, length=n))
           for n in PAPER_LENGTHS]
   rows += [("initialisation (Figure 3(b))", name.split(" (")[0], dict(base, init=init))
@@ -669,8 +674,7 @@ def paper_table(results: dict[str, dict]) -> str:
            ("pre-training (Figure 3(c))", "span corruption + LM adaptation (shipped)", base),
            ("method (Figure 1)", "prompt tuning, 100 rows", dict(base, length=100)),
            ("method (Figure 1)", "model tuning (every weight, Adafactor 1e-3, 200 steps)",
-            dict(task="wordnet_topic", method="model_tuning", dropout=0.0,
-                 learning_rate=1e-3, steps=200, batch_size=16, checkpoint="lm_adapted"))]
+            dict(MODEL_TUNING, task="wordnet_topic", checkpoint="lm_adapted"))]
   lines = ["| ablation | setting | step 0 | trained |", "|---|---|---|---|"]
   for ablation, setting, fixed in rows:
     cells = [_cell(results, step, **fixed) for step in (0, fixed["steps"])]
@@ -681,12 +685,11 @@ def paper_table(results: dict[str, dict]) -> str:
 def init_table(results: dict[str, dict]) -> str:
   """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
   untrained (step 0) and trained test accuracy."""
-  recipe = dict(method="prompt", length=20, dropout=0.0, learning_rate=0.3, steps=1000,
-                schedule="linear", checkpoint="lm_adapted", batch_size=16, parameter_scale=False)
+  recipe = dict(DECAYED_PROMPT, checkpoint="lm_adapted")
   lines = ["| initialisation | " + " | ".join(f"{t}: step 0 | {t}: 1,000 steps" for t in TASKS)
            + " |", "|---|" + "---|---|" * len(TASKS)]
   for init, name in INIT_NAMES.items():
-    cells = [_cell(results, step, task=task, init=init, **recipe)
+    cells = [_cell(results, step, **dict(recipe, task=task, init=init))
              for task in TASKS for step in (0, 1000)]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -694,11 +697,7 @@ def init_table(results: dict[str, dict]) -> str:
 
 def decoder_table(results: dict[str, dict]) -> str:
   """The mini decoder beside the mini T5 at the same recipes (decoder_plan)."""
-  prompt = dict(method="prompt", init="class_labels", length=20, dropout=0.0,
-                learning_rate=0.3, steps=1000, schedule="linear", batch_size=16,
-                parameter_scale=False)
-  tuning = dict(method="model_tuning", dropout=0.0, learning_rate=1e-3, steps=200,
-                batch_size=16)
+  prompt, tuning = DECAYED_PROMPT, MODEL_TUNING
   rows = [("untrained prompt (class-label init)", 0, prompt),
           ("plain prompt, 20 rows, decayed rate", 1000, prompt),
           ("the same at learning rate 0.01", 1000, dict(prompt, learning_rate=0.01)),
