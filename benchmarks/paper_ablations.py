@@ -204,14 +204,21 @@ def inspected_prompt(args, rows: int = 12) -> str:
   if os.path.exists(trained):
     shutil.copyfile(trained, str(saved) + ".tmp")
     os.replace(str(saved) + ".tmp", saved)
-  config = mini._config()
+  return prompt_report(saved, args.model)
+
+
+def prompt_report(saved: pathlib.Path, model: str, rows: int = 12) -> str:
+  """`prompt_tuning.inspect`'s report of a TASK prompt file's first `rows` rows on `model`
+  (a mini T5 checkpoint), and how many of all its rows keep a class label among their 5
+  nearest tokens."""
   prompt = prompts_io.load_prompt(str(saved))
-  embedding = inspect_lib.read_embedding(args.model, config)
+  embedding = inspect_lib.read_embedding(model, mini._config())
+  labels = registry.class_labels(TASK)
   report = inspect_lib.inspect_prompts({saved.name: prompt[:rows]}, embedding,
                                        pretrained.MINI_VOCABULARY_PATH, k=5,
-                                       class_labels=registry.class_labels(TASK))
+                                       class_labels=labels)
   full = inspect_lib.inspect_prompt(prompt, embedding, pretrained.MINI_VOCABULARY_PATH, k=5,
-                                    class_labels=registry.class_labels(TASK))
+                                    class_labels=labels)
   with_label = sum(bool(r["class_labels"]) for r in full)
   left_out = f"Rows {rows} to {len(full) - 1} are left out above; " if len(full) > rows else ""
   return (f"```\n{inspect_lib.format_report(report)}```\n\n{left_out}{with_label} of all "

@@ -34,11 +34,13 @@ import numpy as np
 
 from benchmarks import machine
 from benchmarks import mini_t5_prompt_tuning as mini
+from benchmarks import paper_ablations
 from prompt_tuning import eval as eval_lib
+from prompt_tuning import inspect as inspect_lib
 from prompt_tuning import model as model_lib
 from prompt_tuning import decoder_model, optim, partitioning, pretrained, prompts, train
 from prompt_tuning.causal_lm import config as decoder_config
-from prompt_tuning.checkpoints import loading
+from prompt_tuning.checkpoints import loading, prompts_io
 from prompt_tuning.data import jsonl, registry, vocabularies, wordnet
 from prompt_tuning.prompts import deep, dept, mpt, residual
 from prompt_tuning.prompts import method as method_lib
@@ -682,6 +684,31 @@ def paper_table(results: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
+# The demo recipe's trained prompt on wordnet_topic, seed 0 (transfer_methods' single plan).
+DEMO_PROMPT = SOURCE_PROMPTS_DIR / "wordnet_topic.npy"
+
+
+def paper_inspection() -> str:
+  """The paper's section 7 at the decayed recipe: the nearest tokens of DEMO_PROMPT's rows,
+  then how far the rows are from any token: their norms, their nearest tokens' cosine against
+  Gaussian rows of the same shape, and each label row's cosine with the label it started as."""
+  prompt = np.asarray(prompts_io.load_prompt(str(DEMO_PROMPT)), np.float64)
+  embedding = np.asarray(inspect_lib.read_embedding(pretrained.MINI_DIR, mini._config()))
+  gaussian = np.random.default_rng(0).normal(size=prompt.shape)
+  top5 = [inspect_lib.nearest_tokens(x, embedding, k=5)[1].mean() for x in (prompt, gaussian)]
+  labels = inspect_lib.label_ids(registry.class_labels("wordnet_topic"),
+                                 pretrained.MINI_VOCABULARY_PATH)
+  starts = np.stack([embedding[ids].mean(0) for ids in labels.values()])
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  label_cosines = (unit(prompt[:len(starts)]) * unit(starts)).sum(-1)
+  return (paper_ablations.prompt_report(DEMO_PROMPT, pretrained.MINI_DIR, rows=20)
+          + f" The rows' mean norm is {np.linalg.norm(prompt, axis=-1).mean():.1f}, a token"
+          f" embedding's {np.linalg.norm(embedding, axis=-1).mean():.1f}. Their 5 nearest tokens"
+          f" average a cosine of {top5[0]:.3f}; Gaussian random rows of the same shape get"
+          f" {top5[1]:.3f}. Rows 0 to {len(starts) - 1}, which started as the labels, now have"
+          f" a cosine of {label_cosines.min():.2f} to {label_cosines.max():.2f} with them.")
+
+
 def init_table(results: dict[str, dict]) -> str:
   """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
   untrained (step 0) and trained test accuracy."""
@@ -849,8 +876,12 @@ def main(argv=None) -> None:
   blocks["methods_setting"] = (
       f"{machine.describe()}; {len(results)} runs, {seconds / 60:.0f} min of runs in all "
       "(two to five runs shared the two cores at a time, so one run alone is faster).")
-  docs = {name: DOC for name in blocks} | {"paper_corrected": PAPER_DOC}
+  docs = {name: DOC for name in blocks}
   blocks["paper_corrected"] = paper_table(results)
+  docs["paper_corrected"] = PAPER_DOC
+  if DEMO_PROMPT.exists():
+    blocks["paper_corrected_inspection"] = paper_inspection()
+    docs["paper_corrected_inspection"] = PAPER_DOC
   for name, block in blocks.items():
     print(f"\n{name}\n{block}")
     if not args.no_docs and docs[name].exists():

@@ -34,6 +34,8 @@ def test_docs_tables_are_the_stored_runs_tables():
   assert paper.strip() == ssm.paper_table(results).strip(), (
       "docs/paper_reproduction.md's paper_corrected table is stale: run "
       "`python -m benchmarks.small_scale_methods --draw_only`")
+  inspection = _block(ssm.PAPER_DOC.read_text(), "paper_corrected_inspection")
+  assert inspection.strip() == ssm.paper_inspection().strip()
 
 
 def _result(seed: int, curve: dict[int, float], **run) -> dict:
