@@ -4,9 +4,10 @@
     python -m benchmarks.small_scale_methods --plan methods
     python -m benchmarks.small_scale_methods --draw_only       # the tables, from the stored results
 
-Plans (PLANS): seeds, recipe, length, init, schedule, methods, decayed_methods, lm_adaptation,
-longer, adapted, model_tuning, paper_length, figure3 (the paper's ablations at the decayed
-recipe), decoder (the mini decoder beside the mini T5), decoder_knobs.
+Plans (PLANS): seeds, recipe, length, init, schedule, recipe_knobs (the demo's recipe with
+one change at a time), methods, decayed_methods, lm_adaptation, longer, adapted, model_tuning,
+paper_length, figure3 (the paper's ablations at the decayed recipe), decoder (the mini decoder
+beside the mini T5), decoder_knobs.
 
 Every run is this library's train job on a WordNet task (the frozen shipped mini T5, only the
 prompt trains unless the method is model tuning), with test- and validation-split accuracy by
@@ -383,6 +384,22 @@ def decayed_methods_plan(seeds) -> list[Run]:
           for seed in seeds for m in ("deep", "dept", "residual") for task in TASKS]
 
 
+# The demo's recipe (DECAYED_PROMPT) with one change each: recipe_knobs_plan, knobs_table.
+RECIPE_CHANGES = {"dropout 0.1 in the frozen model (the paper's)": dict(dropout=0.1),
+                  "learning rate 0.1": dict(learning_rate=0.1),
+                  "learning rate 0.03": dict(learning_rate=0.03),
+                  "300 steps": dict(steps=300),
+                  "3,000 steps": dict(steps=3000),
+                  "100 rows (the paper's length)": dict(length=100)}
+
+
+def recipe_knobs_plan(seeds) -> list[Run]:
+  """The demo's recipe with each of RECIPE_CHANGES alone, every seed, both tasks (the
+  recipe's own runs are schedule_plan's; 100 rows are paper_length_plan's)."""
+  return [Run(task=task, seed=seed, schedule="linear", **change)
+          for change in RECIPE_CHANGES.values() for seed in seeds for task in TASKS]
+
+
 LM_ADAPTED_MORE = "/tmp/lm_more"  # where docs/mini_t5.md's longer LM adaptation leaves its steps
 
 
@@ -470,7 +487,8 @@ PLANS = {"decoder": decoder_plan, "decoder_knobs": decoder_knobs_plan, "recipe":
          "paper_length": paper_length_plan, "figure3": figure3_plan,
          "model_tuning": model_tuning_plan, "length": length_plan, "seeds": seeds_plan,
          "methods": methods_plan, "lm_adaptation": lm_adaptation_plan,
-         "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan}
+         "schedule": schedule_plan, "init": init_plan, "decayed_methods": decayed_methods_plan,
+         "recipe_knobs": recipe_knobs_plan}
 
 
 def load_results(directory: pathlib.Path = RESULTS_DIR) -> dict[str, dict]:
@@ -709,6 +727,22 @@ def paper_inspection() -> str:
           f" a cosine of {label_cosines.min():.2f} to {label_cosines.max():.2f} with them.")
 
 
+def knobs_table(results: dict[str, dict]) -> str:
+  """The demo's recipe and each of RECIPE_CHANGES alone: test accuracy after training."""
+  base = dict(DECAYED_PROMPT, checkpoint="lm_adapted")
+  rows = [("none: the untrained prompt (step 0)", base, 0),
+          ("none: the demo's recipe (20 rows, no dropout, Adafactor 0.3 decayed to 0 over "
+           "1,000 steps, batch 16)", base, base["steps"])]
+  rows += [(name, dict(base, **change), dict(base, **change)["steps"])
+           for name, change in RECIPE_CHANGES.items()]
+  lines = ["| change to the demo's recipe | " + " | ".join(TASKS) + " |",
+           "|---|" + "---|" * len(TASKS)]
+  for name, fixed, step in rows:
+    lines.append(f"| {name} | " + " | ".join(_cell(results, step, **dict(fixed, task=task))
+                                             for task in TASKS) + " |")
+  return "\n".join(lines)
+
+
 def init_table(results: dict[str, dict]) -> str:
   """Figure 3(b) at the decayed recipe (20 rows, 1,000 steps): each initialisation's
   untrained (step 0) and trained test accuracy."""
@@ -834,6 +868,7 @@ def result_tables(results: dict[str, dict]) -> dict[str, str]:
   blocks["lm_adaptation"] = lm_adaptation_table(results)
   blocks["topic_goal"] = goal_table(results)
   blocks["init_results"] = init_table(results)
+  blocks["recipe_knobs"] = knobs_table(results)
   blocks["decoder_results"] = decoder_table(results)
   return blocks
 
