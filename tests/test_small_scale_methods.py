@@ -2,6 +2,7 @@
 found again by their keys (so a rerun only redraws), the tables in docs/methods.md are the
 ones its stored runs draw, and its statistics match a hand computation."""
 
+import dataclasses
 import re
 
 import jax
@@ -61,3 +62,14 @@ def test_a_prompt_shorter_than_the_labels_starts_from_the_first_labels():
   six = ssm.initializer("class_labels", "wordnet_topic", 6)(rng, embedding, (6, 4))
   two = ssm.initializer("class_labels", "wordnet_topic", 2)(rng, embedding, (2, 4))
   np.testing.assert_allclose(two, six[:2])
+
+
+def test_recipe_knobs_change_one_field_of_the_demo_recipe_each():
+  demo = ssm.Run(schedule="linear")
+  assert all(getattr(demo, k) == v for k, v in ssm.DECAYED_PROMPT.items())
+  changed = []
+  for run in ssm.recipe_knobs_plan([0]):
+    fields = dataclasses.asdict(dataclasses.replace(demo, task=run.task))
+    changed.append(tuple(k for k, v in dataclasses.asdict(run).items() if fields[k] != v))
+  assert all(len(c) == 1 for c in changed)
+  assert len(changed) == len(ssm.RECIPE_CHANGES) * len(ssm.TASKS)
