@@ -204,15 +204,14 @@ def inspected_prompt(args, rows: int = 12) -> str:
   if os.path.exists(trained):
     shutil.copyfile(trained, str(saved) + ".tmp")
     os.replace(str(saved) + ".tmp", saved)
-  return prompt_report(saved, args.model)
+  return prompt_report(saved, inspect_lib.read_embedding(args.model, mini._config()))
 
 
-def prompt_report(saved: pathlib.Path, model: str, rows: int = 12) -> str:
-  """`prompt_tuning.inspect`'s report of a TASK prompt file's first `rows` rows on `model`
-  (a mini T5 checkpoint), and how many of all its rows keep a class label among their 5
-  nearest tokens."""
+def prompt_report(saved: pathlib.Path, embedding: np.ndarray, rows: int = 12) -> str:
+  """`prompt_tuning.inspect`'s report of a TASK prompt file's first `rows` rows against a mini
+  T5's token embedding [vocab, d], and how many of all its rows keep a class label among their
+  5 nearest tokens."""
   prompt = prompts_io.load_prompt(str(saved))
-  embedding = inspect_lib.read_embedding(model, mini._config())
   labels = registry.class_labels(TASK)
   report = inspect_lib.inspect_prompts({saved.name: prompt[:rows]}, embedding,
                                        pretrained.MINI_VOCABULARY_PATH, k=5,

@@ -719,7 +719,7 @@ def paper_inspection() -> str:
   starts = np.stack([embedding[ids].mean(0) for ids in labels.values()])
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   label_cosines = (unit(prompt[:len(starts)]) * unit(starts)).sum(-1)
-  return (paper_ablations.prompt_report(DEMO_PROMPT, pretrained.MINI_DIR, rows=20)
+  return (paper_ablations.prompt_report(DEMO_PROMPT, embedding, rows=20)
           + f" The rows' mean norm is {np.linalg.norm(prompt, axis=-1).mean():.1f}, a token"
           f" embedding's {np.linalg.norm(embedding, axis=-1).mean():.1f}. Their 5 nearest tokens"
           f" average a cosine of {top5[0]:.3f}; Gaussian random rows of the same shape get"
