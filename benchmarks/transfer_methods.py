@@ -13,6 +13,8 @@ each 1,000 steps over the mixture, then its prompt kept in SOURCE_PROMPTS_DIR):
          tasks' own prompts of the `single` plan, MPT_DISTILLATION_WEIGHT 0.9)
   spot_others  per target, one plain prompt trained on every other task (the mixture
          wordnet_without_{target}): more sources, still none of the target's data
+  deep_spot  one deep prompt (methods/deep.gin) trained on the mixture; its `deep` plan
+         starts each target's deep prompt from it or from the target's plain init
 A target run is small_scale_methods' plain 20-row prompt at the decayed recipe (Adafactor 0.3
 decayed linearly to 0), started from the task's plain init (its class labels; sampled
 vocabulary for the generated wordnet_hypernym_word), or from a source's prompt. Regimes: the
@@ -57,12 +59,15 @@ TARGETS = ("wordnet_hypernym", "wordnet_senses", "wordnet_hypernym_word")
 TASKS = SOURCES + TARGETS
 SOURCE_KINDS = ("spot", "mpt", "mpt_distilled")
 OTHERS = "spot_others"  # the start from the target's leave-one-out source
+DEEP_SPOT = "deep_spot"  # SPoT with deep prompts (methods/deep.gin): source and targets deep
 FULL_STEPS, FEW_SHOT_STEPS = 1000, 300
 SHOTS = (32, 128)
 STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt",
           "mpt": "MPT: the mixture's shared prompt P*",
           "mpt_distilled": "MPT distilled from single-task teachers: its P*",
           OTHERS: "SPoT: every other task's prompt"}
+DEEP_STARTS = {"plain": "deep prompt, the task's plain init",
+               DEEP_SPOT: "deep prompt, SPoT: the mixture's deep prompt"}
 
 
 def others_mixture(target: str) -> str:
@@ -95,9 +100,16 @@ def init_of(start: str, task: str) -> str:
   return plain_init(task) if start == "plain" else f"{ssm.FROM_SOURCE}{start}"
 
 
-def target_run(task: str, seed: int, start: str, shots: int | None) -> Run:
+def target_run(task: str, seed: int, start: str, shots: int | None,
+               method: str = "prompt") -> Run:
   return Run(task=task, seed=seed, init=init_of(start, task), schedule="linear",
-             steps=FULL_STEPS if shots is None else FEW_SHOT_STEPS, train_examples=shots)
+             steps=FULL_STEPS if shots is None else FEW_SHOT_STEPS, train_examples=shots,
+             method=method)
+
+
+def deep_target_run(task: str, seed: int, start: str, shots: int | None) -> Run:
+  """A target run of the deep prompt (methods/deep.gin), from its plain init or DEEP_SPOT."""
+  return target_run(task, seed, start, shots, method="deep")
 
 
 def model_tuning_run(task: str, seed: int) -> Run:
@@ -107,15 +119,16 @@ def model_tuning_run(task: str, seed: int) -> Run:
 def source_run(kind: str, target: str | None = None) -> Run:
   """A source kind's run; OTHERS's is the target's leave-one-out mixture."""
   task = others_mixture(target) if kind == OTHERS else SOURCE_MIXTURE
-  return Run(task=task, method=kind if kind.startswith("mpt") else "prompt", schedule="linear",
-             steps=FULL_STEPS)
+  method = "deep" if kind == DEEP_SPOT else kind if kind.startswith("mpt") else "prompt"
+  return Run(task=task, method=method, schedule="linear", steps=FULL_STEPS)
 
 
 def source_runs() -> list[tuple[str, Run, str]]:
   """(label, run, kept prompt's name) of every source."""
   return ([(STARTS[kind], source_run(kind), kind) for kind in SOURCE_KINDS]
           + [(f"SPoT: every task but {t}", source_run(OTHERS, t), others_mixture(t))
-             for t in TARGETS])
+             for t in TARGETS]
+          + [(DEEP_STARTS[DEEP_SPOT], source_run(DEEP_SPOT), DEEP_SPOT)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -144,6 +157,15 @@ def fewshot_plan(seeds):
 def full_plan(seeds):
   return [(target_run(task, seed, start, None), None) for seed in seeds for task in TARGETS
           for start in STARTS if start != "plain"]
+
+
+def deep_plan(seeds):
+  """SPoT with deep prompts: the mixture's deep source, then each target's deep prompt from
+  its plain init and from that source, at 128 examples and on the whole train split."""
+  source = source_run(DEEP_SPOT)
+  return [(source, DEEP_SPOT)] + [(deep_target_run(task, seed, start, shots), None)
+                                  for shots in (128, None) for seed in seeds
+                                  for task in TARGETS for start in DEEP_STARTS]
 
 
 def ranking_plan(seeds):
@@ -179,7 +201,8 @@ def fewshot_knobs_plan(seeds):
 
 PLANS = {"knobs": knobs_plan, "fewshot_knobs": fewshot_knobs_plan,
          "model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
-         "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan}
+         "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan,
+         "deep": deep_plan}
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,19 +224,23 @@ def train_source(run: Run, kept: str, work_dir: str) -> dict:
   exported = train.prompt_path(model_dir, run.steps)
   task_prompt = {task: exported for task in SOURCES}
   source = exported
-  if run.method != "prompt":
+  if run.method.startswith("mpt"):
     folder = exported[:-len(".npy")]
     task_prompt = {task: os.path.join(folder, f"{task}.npy") for task in SOURCES}
     source = os.path.join(folder, f"{mpt.SHARED_FILE}.npy")
-  accuracy = {task: test_accuracy(task, path, run.length) for task, path in task_prompt.items()}
+  accuracy = {task: test_accuracy(task, path, run) for task, path in task_prompt.items()}
   keep(source, kept)
   shutil.rmtree(model_dir, ignore_errors=True)
   return {"run": dataclasses.asdict(run), "seconds": seconds, "test": accuracy,
           "machine": machine.describe()}
 
 
-def test_accuracy(task: str, prompt_file: str, length: int) -> float:
-  model = model_lib.PromptedT5Model(ssm.mini._config(), length, prompts.from_file(prompt_file))
+def test_accuracy(task: str, prompt_file: str, run: Run) -> float:
+  """A source task's test accuracy with the prompt file the source `run` serves it (MPT's
+  P_k are plain prompt files)."""
+  method = ssm.prompt_method(run) if run.method == "deep" else None
+  model = model_lib.PromptedT5Model(ssm.mini._config(), run.length,
+                                    prompts.from_file(prompt_file), method=method)
   metrics = eval_lib.evaluate(model=model,
                               initial_checkpoint_path=pretrained.mini_checkpoint_path(),
                               mixture_or_task_name=task, task_feature_lengths=mini.TASKS[task],
@@ -274,32 +301,54 @@ def _cell(values: list[float], expected: int) -> str:
 
 def main_table(results: dict[str, dict], seeds) -> str:
   """Target × regime: each start's test accuracy (mean ± sd over seeds), model tuning."""
-  lines = ["| target | train examples | " + " | ".join(STARTS.values())
-           + " | model tuning |", "|---|---|" + "---|" * (len(STARTS) + 1)]
+  columns = {label: _runs_of(target_run, start) for start, label in STARTS.items()}
+  return _starts_table(results, seeds, columns, (*SHOTS, None))
+
+
+def deep_table(results: dict[str, dict], seeds) -> str:
+  """SPoT with deep prompts beside the plain prompt's own plain and SPoT starts."""
+  columns = {"plain prompt, the task's plain init": _runs_of(target_run, "plain"),
+             "plain prompt, SPoT: the mixture's prompt": _runs_of(target_run, "spot")}
+  columns.update({label: _runs_of(deep_target_run, start)
+                  for start, label in DEEP_STARTS.items()})
+  return _starts_table(results, seeds, columns, (128, None))
+
+
+def _runs_of(make_run, start: str):
+  """(task, seed, shots) -> the Run of `start` that make_run (target_run, deep_target_run)
+  makes."""
+  return lambda task, seed, shots: make_run(task, seed, start, shots)
+
+
+def _starts_table(results: dict[str, dict], seeds, columns: dict, regimes) -> str:
+  """Target × regime rows, one column per start (label -> (task, seed, shots) -> Run), model
+  tuning beside the whole split; then each column's mean over targets, per regime."""
+  lines = ["| target | train examples | " + " | ".join(columns) + " | model tuning |",
+           "|---|---|" + "---|" * (len(columns) + 1)]
   for task in TARGETS:
-    for shots in (*SHOTS, None):
-      cells = [_cell(_scores(results, [target_run(task, s, start, shots) for s in seeds]),
-                     len(seeds)) for start in STARTS]
+    for shots in regimes:
+      cells = [_cell(_scores(results, [run_of(task, s, shots) for s in seeds]), len(seeds))
+               for run_of in columns.values()]
       tuning = (_cell(_scores(results, [model_tuning_run(task, s) for s in seeds]), len(seeds))
                 if shots is None else "")
       lines.append(f"| {task} | {'all' if shots is None else shots} | " + " | ".join(cells)
                    + f" | {tuning} |")
-  lines += [_average_row(results, seeds, shots) for shots in (*SHOTS, None)]
+  for shots in regimes:
+    cells = [_mean_of_targets(results, seeds, lambda t, s: run_of(t, s, shots))
+             for run_of in columns.values()]
+    tuning = _mean_of_targets(results, seeds, model_tuning_run) if shots is None else ""
+    lines.append(f"| mean of targets | {'all' if shots is None else shots} | "
+                 + " | ".join(cells) + f" | {tuning} |")
   return "\n".join(lines)
 
 
-def _average_row(results, seeds, shots) -> str:
-  """The mean over targets of each start's mean, where every target has every seed."""
-  cells = []
-  for start in STARTS:
-    means = [_scores(results, [target_run(t, s, start, shots) for s in seeds]) for t in TARGETS]
-    full = all(len(m) == len(seeds) for m in means)
-    cells.append(f"**{statistics.mean(statistics.mean(m) for m in means):.1f}**" if full else "")
-  means = [_scores(results, [model_tuning_run(t, s) for s in seeds]) for t in TARGETS]
-  tuning = (f"**{statistics.mean(statistics.mean(m) for m in means):.1f}**"
-            if shots is None and all(len(m) == len(seeds) for m in means) else "")
-  return (f"| mean of targets | {'all' if shots is None else shots} | " + " | ".join(cells)
-          + f" | {tuning} |")
+def _mean_of_targets(results, seeds, run_of) -> str:
+  """The mean over targets of each target's mean over seeds, where every target has every
+  seed; run_of: (task, seed) -> Run."""
+  means = [_scores(results, [run_of(t, s) for s in seeds]) for t in TARGETS]
+  if not all(len(m) == len(seeds) for m in means):
+    return ""
+  return f"**{statistics.mean(statistics.mean(m) for m in means):.1f}**"
 
 
 def sources_table(results: dict[str, dict]) -> str:
@@ -379,6 +428,7 @@ def majority(task: str) -> float:
 
 def tables(results: dict[str, dict], seeds) -> dict[str, str]:
   return {"transfer_results": main_table(results, seeds),
+          "transfer_deep": deep_table(results, seeds),
           "transfer_sources": sources_table(results),
           "transfer_ranking": ranking_table(results, seeds[0]),
           "transfer_fewshot_rates": fewshot_rates_table(results, seeds[0])}

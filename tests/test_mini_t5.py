@@ -125,3 +125,35 @@ def test_shipped_source_prompt_is_the_benchmarks_spot_prompt_and_starts_a_task()
   assert metrics["wordnet_topic/accuracy"] == pytest.approx(expected)
   with pytest.raises(FileNotFoundError, match=r"'wordnet'; the mini T5 has \['wordnet_topic_pos'"):
     pretrained.mini_source_prompt_path("wordnet")
+  with pytest.raises(ValueError, match="method 'dept'; use one of"):
+    pretrained.mini_source_prompt_path(method="dept")
+
+
+def test_shipped_deep_source_prompt_is_the_benchmarks_and_serves_its_tasks():
+  """prompts/mini_deep_source.gin makes the deep prompt model starting every layer from the
+  shipped deep source, the transfer benchmark's deep_spot prompt, scoring what that run
+  stored."""
+  import gin  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  results = os.path.join(repo, "benchmarks", "results", "transfer_methods")
+  path = pretrained.mini_source_prompt_path(method="deep")
+  shipped = np.load(path)
+  assert shipped.shape == (4, 20, 256)
+  np.testing.assert_array_equal(shipped,
+                                np.load(os.path.join(results, "prompts", "deep_spot.npy")))
+  gin.clear_config()
+  gin.add_config_file_search_path(os.path.join(repo, "gin_configs"))
+  try:
+    gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", "prompts/mini_deep_source.gin"],
+                                        ["MODEL_DIR = '/unused'"])
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  finally:
+    gin.clear_config()
+  stored = [f for f in os.listdir(results) if f.startswith("wordnet_topic_pos.deep.")]
+  with open(os.path.join(results, stored[0])) as f:
+    expected = json.load(f)["test"]["wordnet_pos"]
+  metrics = eval_lib.evaluate(
+      model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
+      mixture_or_task_name="wordnet_pos", task_feature_lengths={"inputs": 64, "targets": 4},
+      batch_size=64, prompt_file=path, split="test", use_rank_classification=True)
+  assert metrics["wordnet_pos/accuracy"] == pytest.approx(expected)

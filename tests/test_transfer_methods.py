@@ -52,6 +52,15 @@ def test_sources_never_see_a_target_and_every_start_is_planned():
   assert len(ranking) == len(tm.TARGETS) * (len(tm.TASKS) - 1)
 
 
+def test_deep_transfer_is_deep_from_source_to_target():
+  (source, kept), *targets = tm.deep_plan([0, 1, 2])
+  assert (source.task, source.method, kept) == (tm.SOURCE_MIXTURE, "deep", tm.DEEP_SPOT)
+  assert {run.method for run, _ in targets} == {"deep"}
+  assert {run.init for run, _ in targets if run.task == "wordnet_senses"} == {
+      "class_labels", f"from_{tm.DEEP_SPOT}"}
+  assert len({run.key() for run, _ in targets}) == len(tm.TARGETS) * 3 * 2 * 2
+
+
 def test_a_few_shot_run_trains_on_the_first_train_examples(tmp_path):
   run = ssm.Run(task="wordnet_senses", train_examples=5)
   name = ssm.train_task(run, str(tmp_path))

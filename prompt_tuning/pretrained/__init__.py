@@ -7,8 +7,9 @@ SentencePiece vocabulary (8,092 pieces + 100 sentinels). Stored as a Hugging Fac
 by `python -m prompt_tuning.pretrained.make_mini`.
 
 `t5_1_1_mini_prompts/`: source prompts of the mini T5 for prompt transfer (SPoT), each
-trained on a WordNet mixture and named after it; `mini_source_prompt_path` gives one, and
-prompts/mini_source.gin starts a new task's prompt from it (docs/methods.md, "Many tasks").
+trained on a WordNet mixture and named after it (`.deep` for a deep prompt);
+`mini_source_prompt_path` gives one, and prompts/mini_source.gin (prompts/mini_deep_source.gin)
+starts a new task's prompt (deep prompt) from it (docs/methods.md, "Many tasks").
 
 `llama_mini`: a Llama-architecture decoder of the same size, corpus and vocabulary, pretrained
 by next-token prediction (docs/decoder_only.md, "Mini decoder"); made by
@@ -58,14 +59,19 @@ def mini_vocabulary_path() -> str:
 
 
 @gin.configurable(module="prompt_tuning.pretrained")
-def mini_source_prompt_path(mixture: str = "wordnet_topic_pos") -> str:
-  """The mini T5's shipped source prompt trained on WordNet `mixture`, a [20, d_model] .npy
-  for PROMPT_FILE (prompts/mini_source.gin)."""
-  path = os.path.join(MINI_PROMPTS_DIR, f"{mixture}.npy")
+def mini_source_prompt_path(mixture: str = "wordnet_topic_pos", method: str = "plain") -> str:
+  """The mini T5's shipped source prompt trained on WordNet `mixture`, for PROMPT_FILE: the
+  plain prompt [20, d_model] (prompts/mini_source.gin), or with method='deep' the deep
+  prompt [encoder layers, 20, d_model] of methods/deep.gin (prompts/mini_deep_source.gin)."""
+  suffixes = {"plain": "", "deep": ".deep"}
+  if method not in suffixes:
+    raise ValueError(f"No shipped source prompt of method {method!r}; use one of "
+                     f"{sorted(suffixes)}.")
+  path = os.path.join(MINI_PROMPTS_DIR, f"{mixture}{suffixes[method]}.npy")
   if not os.path.isfile(path):
     shipped = sorted(n[:-len(".npy")] for n in os.listdir(MINI_PROMPTS_DIR) if n.endswith(".npy"))
-    raise FileNotFoundError(f"No shipped source prompt for mixture {mixture!r}; the mini T5 "
-                            f"has {shipped}.")
+    raise FileNotFoundError(f"No shipped {method} source prompt for mixture {mixture!r}; the "
+                            f"mini T5 has {shipped}.")
   return path
 
 
