@@ -176,8 +176,8 @@ def ranking_plan(seeds):
 
 def knobs_plan(seeds):
   """The plain prompt's rate on each target's whole train split, first seed: the decayed
-  recipe's 0.3 was chosen on wordnet_topic. And model tuning for 1,000 steps (its curve holds
-  every 100th step): is 200 steps a fair ceiling?"""
+  recipe's 0.3 was chosen on wordnet_topic. And model tuning for 1,000 steps (its learning curve
+  shows where it peaks): is 200 steps a fair ceiling?"""
   runs = [dataclasses.replace(target_run(task, seeds[0], "plain", None), learning_rate=rate)
           for task in TARGETS for rate in (0.1, 0.03)]
   runs += [dataclasses.replace(target_run("wordnet_hypernym_word", seeds[0], "plain", None),
