@@ -95,34 +95,50 @@ def test_prompt_tuning_learns_the_task(tmp_path):
   assert metrics["wordnet_topic/accuracy"] > MIN_ACCURACY
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRANSFER_RESULTS = os.path.join(REPO, "benchmarks", "results", "transfer_methods")
+
+
+def _demo_model_with(prompt_gin: str):
+  """The model runs/cpu_demo.gin makes with `prompt_gin` after it."""
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  gin.add_config_file_search_path(os.path.join(REPO, "gin_configs"))
+  try:
+    gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", prompt_gin],
+                                        ["MODEL_DIR = '/unused'"])
+    return gin.query_parameter("%MODEL").scoped_configurable_fn()
+  finally:
+    gin.clear_config()
+
+
+def _assert_scores_what_its_source_run_stored(model, path: str, run_prefix: str, task: str,
+                                              inputs_length: int):
+  """`model` with the prompt file `path` scores on `task`'s test split what the transfer
+  benchmark's source run (its result file starts with run_prefix) stored."""
+  stored = [f for f in os.listdir(TRANSFER_RESULTS) if f.startswith(run_prefix)]
+  with open(os.path.join(TRANSFER_RESULTS, stored[0])) as f:
+    expected = json.load(f)["test"][task]
+  metrics = eval_lib.evaluate(
+      model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
+      mixture_or_task_name=task, task_feature_lengths={"inputs": inputs_length, "targets": 4},
+      batch_size=64, prompt_file=path, split="test", use_rank_classification=True)
+  assert metrics[f"{task}/accuracy"] == pytest.approx(expected)
+
+
 def test_shipped_source_prompt_is_the_benchmarks_spot_prompt_and_starts_a_task():
   """prompts/mini_source.gin after runs/cpu_demo.gin starts the prompt from the shipped source
   prompt, which is the transfer benchmark's SPoT source, scoring what that run stored."""
-  import gin  # pylint: disable=import-outside-toplevel
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  results = os.path.join(repo, "benchmarks", "results", "transfer_methods")
   path = pretrained.mini_source_prompt_path()
   shipped = np.load(path)
-  np.testing.assert_array_equal(shipped, np.load(os.path.join(results, "prompts", "spot.npy")))
-  gin.clear_config()
-  gin.add_config_file_search_path(os.path.join(repo, "gin_configs"))
-  try:
-    gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", "prompts/mini_source.gin"],
-                                        ["MODEL_DIR = '/unused'"])
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  finally:
-    gin.clear_config()
+  np.testing.assert_array_equal(shipped,
+                                np.load(os.path.join(TRANSFER_RESULTS, "prompts", "spot.npy")))
+  model = _demo_model_with("prompts/mini_source.gin")
   embedding = np.zeros((8192, 256), np.float32)
   np.testing.assert_array_equal(
       model.prompt_initializer(jax.random.PRNGKey(0), embedding, (20, 256)), shipped)
-  stored = [f for f in os.listdir(results) if f.startswith("wordnet_topic_pos.prompt.")]
-  with open(os.path.join(results, stored[0])) as f:
-    expected = json.load(f)["test"]["wordnet_topic"]
-  metrics = eval_lib.evaluate(
-      model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
-      mixture_or_task_name="wordnet_topic", task_feature_lengths={"inputs": 48, "targets": 4},
-      batch_size=64, prompt_file=path, split="test", use_rank_classification=True)
-  assert metrics["wordnet_topic/accuracy"] == pytest.approx(expected)
+  _assert_scores_what_its_source_run_stored(model, path, "wordnet_topic_pos.prompt.",
+                                            "wordnet_topic", inputs_length=48)
   with pytest.raises(FileNotFoundError, match=r"'wordnet'; the mini T5 has \['wordnet_topic_pos'"):
     pretrained.mini_source_prompt_path("wordnet")
   with pytest.raises(ValueError, match="method 'dept'; use one of"):
@@ -133,27 +149,11 @@ def test_shipped_deep_source_prompt_is_the_benchmarks_and_serves_its_tasks():
   """prompts/mini_deep_source.gin makes the deep prompt model starting every layer from the
   shipped deep source, the transfer benchmark's deep_spot prompt, scoring what that run
   stored."""
-  import gin  # pylint: disable=import-outside-toplevel
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  results = os.path.join(repo, "benchmarks", "results", "transfer_methods")
   path = pretrained.mini_source_prompt_path(method="deep")
   shipped = np.load(path)
   assert shipped.shape == (4, 20, 256)
-  np.testing.assert_array_equal(shipped,
-                                np.load(os.path.join(results, "prompts", "deep_spot.npy")))
-  gin.clear_config()
-  gin.add_config_file_search_path(os.path.join(repo, "gin_configs"))
-  try:
-    gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", "prompts/mini_deep_source.gin"],
-                                        ["MODEL_DIR = '/unused'"])
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  finally:
-    gin.clear_config()
-  stored = [f for f in os.listdir(results) if f.startswith("wordnet_topic_pos.deep.")]
-  with open(os.path.join(results, stored[0])) as f:
-    expected = json.load(f)["test"]["wordnet_pos"]
-  metrics = eval_lib.evaluate(
-      model=model, initial_checkpoint_path=pretrained.mini_checkpoint_path(),
-      mixture_or_task_name="wordnet_pos", task_feature_lengths={"inputs": 64, "targets": 4},
-      batch_size=64, prompt_file=path, split="test", use_rank_classification=True)
-  assert metrics["wordnet_pos/accuracy"] == pytest.approx(expected)
+  np.testing.assert_array_equal(
+      shipped, np.load(os.path.join(TRANSFER_RESULTS, "prompts", "deep_spot.npy")))
+  model = _demo_model_with("prompts/mini_deep_source.gin")
+  _assert_scores_what_its_source_run_stored(model, path, "wordnet_topic_pos.deep.",
+                                            "wordnet_pos", inputs_length=64)
