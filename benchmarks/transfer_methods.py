@@ -2,6 +2,7 @@
 the WordNet tasks, measured on the frozen mini T5.
 
     python -m benchmarks.transfer_methods --plan model_tuning single sources fewshot ranking deep
+    python -m benchmarks.transfer_methods --plan deep_long model_tuning_long   # the longer runs
     python -m benchmarks.transfer_methods --draw_only     # the tables, from the stored results
 
 The source tasks are wordnet_topic and wordnet_pos (the mixture SOURCE_MIXTURE); the target
@@ -15,11 +16,13 @@ each 1,000 steps over the mixture, then its prompt kept in SOURCE_PROMPTS_DIR):
          wordnet_without_{target}): more sources, still none of the target's data
   deep_spot  one deep prompt (methods/deep.gin) trained on the mixture; its `deep` plan
          starts each target's deep prompt from it or from the target's plain init
+  deep100_spot  the same at 100 rows, the paper's length (the `deep_long` plan)
 A target run is small_scale_methods' plain 20-row prompt at the decayed recipe (Adafactor 0.3
 decayed linearly to 0), started from the task's plain init (its class labels; sampled
 vocabulary for the generated wordnet_hypernym_word), or from a source's prompt. Regimes: the
 whole train split (1,000 steps) and its first 128 or 32 examples (FEW_SHOT_STEPS steps).
-Model tuning (every weight, Adafactor 1e-3, 200 steps) is the ceiling.
+Model tuning (every weight, Adafactor 1e-3, 200 steps) is the ceiling; the `model_tuning_long`
+plan runs it for 1,000 steps, the prompts' own count.
 
 Which source to pick (SPoT section 4): each task's own plain prompt (whole train split, seed
 0; `single` plan) is its embedding; for each target the four other tasks' prompts are ranked
@@ -60,6 +63,9 @@ TASKS = SOURCES + TARGETS
 SOURCE_KINDS = ("spot", "mpt", "mpt_distilled")
 OTHERS = "spot_others"  # the start from the target's leave-one-out source
 DEEP_SPOT = "deep_spot"  # SPoT with deep prompts (methods/deep.gin): source and targets deep
+DEEP_LONG_SPOT = "deep100_spot"  # the same at the paper's length, best on the source tasks
+LENGTH, DEEP_LONG_LENGTH = 20, 100
+MODEL_TUNING_STEPS, LONG_MODEL_TUNING_STEPS = 200, 1000
 FULL_STEPS, FEW_SHOT_STEPS = 1000, 300
 SHOTS = (32, 128)
 STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt",
@@ -68,6 +74,8 @@ STARTS = {"plain": "the task's plain init", "spot": "SPoT: the mixture's prompt"
           OTHERS: "SPoT: every other task's prompt"}
 DEEP_STARTS = {"plain": "deep prompt, the task's plain init",
                DEEP_SPOT: "deep prompt, SPoT: the mixture's deep prompt"}
+DEEP_LONG_STARTS = {"plain": "deep prompt, 100 rows, the task's plain init",
+                    DEEP_LONG_SPOT: "deep prompt, 100 rows, SPoT: the mixture's deep prompt"}
 
 
 def others_mixture(target: str) -> str:
@@ -107,20 +115,32 @@ def target_run(task: str, seed: int, start: str, shots: int | None,
              method=method)
 
 
-def deep_target_run(task: str, seed: int, start: str, shots: int | None) -> Run:
-  """A target run of the deep prompt (methods/deep.gin), from its plain init or DEEP_SPOT."""
-  return target_run(task, seed, start, shots, method="deep")
+def deep_target_run(task: str, seed: int, start: str, shots: int | None,
+                    length: int = LENGTH) -> Run:
+  """A target run of the deep prompt (methods/deep.gin), from its plain init or a deep
+  source (DEEP_SPOT; DEEP_LONG_SPOT at DEEP_LONG_LENGTH rows)."""
+  return dataclasses.replace(target_run(task, seed, start, shots, method="deep"), length=length)
 
 
-def model_tuning_run(task: str, seed: int) -> Run:
-  return Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=200)
+def deep_long_target_run(task: str, seed: int, start: str, shots: int | None) -> Run:
+  return deep_target_run(task, seed, start, shots, DEEP_LONG_LENGTH)
+
+
+def model_tuning_run(task: str, seed: int, steps: int = MODEL_TUNING_STEPS) -> Run:
+  return Run(task=task, seed=seed, method="model_tuning", learning_rate=1e-3, steps=steps)
+
+
+def long_model_tuning_run(task: str, seed: int) -> Run:
+  return model_tuning_run(task, seed, LONG_MODEL_TUNING_STEPS)
 
 
 def source_run(kind: str, target: str | None = None) -> Run:
   """A source kind's run; OTHERS's is the target's leave-one-out mixture."""
   task = others_mixture(target) if kind == OTHERS else SOURCE_MIXTURE
-  method = "deep" if kind == DEEP_SPOT else kind if kind.startswith("mpt") else "prompt"
-  return Run(task=task, method=method, schedule="linear", steps=FULL_STEPS)
+  deep = kind in (DEEP_SPOT, DEEP_LONG_SPOT)
+  method = "deep" if deep else kind if kind.startswith("mpt") else "prompt"
+  length = DEEP_LONG_LENGTH if kind == DEEP_LONG_SPOT else LENGTH
+  return Run(task=task, method=method, length=length, schedule="linear", steps=FULL_STEPS)
 
 
 def source_runs() -> list[tuple[str, Run, str]]:
@@ -128,7 +148,8 @@ def source_runs() -> list[tuple[str, Run, str]]:
   return ([(STARTS[kind], source_run(kind), kind) for kind in SOURCE_KINDS]
           + [(f"SPoT: every task but {t}", source_run(OTHERS, t), others_mixture(t))
              for t in TARGETS]
-          + [(DEEP_STARTS[DEEP_SPOT], source_run(DEEP_SPOT), DEEP_SPOT)])
+          + [(DEEP_STARTS[DEEP_SPOT], source_run(DEEP_SPOT), DEEP_SPOT),
+             (DEEP_LONG_STARTS[DEEP_LONG_SPOT], source_run(DEEP_LONG_SPOT), DEEP_LONG_SPOT)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -136,6 +157,12 @@ def source_runs() -> list[tuple[str, Run, str]]:
 
 def model_tuning_plan(seeds):
   return [(model_tuning_run(task, seed), None) for seed in seeds for task in TARGETS]
+
+
+def model_tuning_long_plan(seeds):
+  """Model tuning for 1,000 steps, as long as the prompts train: is 200 steps its ceiling?
+  (Its learning curve, tested at 100, 300, 600 and 1,000 steps, says where it peaks.)"""
+  return [(long_model_tuning_run(task, seed), None) for seed in seeds for task in TARGETS]
 
 
 def single_plan(seeds):
@@ -168,6 +195,15 @@ def deep_plan(seeds):
                                   for task in TARGETS for start in DEEP_STARTS]
 
 
+def deep_long_plan(seeds):
+  """The deep plan's whole-split runs at 100 rows: the source, each target's SPoT start,
+  then its plain init."""
+  source = source_run(DEEP_LONG_SPOT)
+  return [(source, DEEP_LONG_SPOT)] + [(deep_long_target_run(task, seed, start, None), None)
+                                       for start in (DEEP_LONG_SPOT, "plain")
+                                       for seed in seeds for task in TARGETS]
+
+
 def ranking_plan(seeds):
   """128-example runs of each target from each other task's own prompt, first seed."""
   return [(target_run(target, seeds[0], source, 128), None) for target in TARGETS
@@ -176,13 +212,11 @@ def ranking_plan(seeds):
 
 def knobs_plan(seeds):
   """The plain prompt's rate on each target's whole train split, first seed: the decayed
-  recipe's 0.3 was chosen on wordnet_topic. And model tuning for 1,000 steps (its learning curve
-  shows where it peaks): is 200 steps a fair ceiling?"""
+  recipe's 0.3 was chosen on wordnet_topic."""
   runs = [dataclasses.replace(target_run(task, seeds[0], "plain", None), learning_rate=rate)
           for task in TARGETS for rate in (0.1, 0.03)]
   runs += [dataclasses.replace(target_run("wordnet_hypernym_word", seeds[0], "plain", None),
                                init="frequent_answers", learning_rate=rate) for rate in (0.3, 0.1)]
-  runs += [dataclasses.replace(model_tuning_run(task, seeds[0]), steps=1000) for task in TARGETS]
   return [(run, None) for run in runs]
 
 
@@ -204,7 +238,8 @@ def fewshot_knobs_plan(seeds):
 PLANS = {"knobs": knobs_plan, "fewshot_knobs": fewshot_knobs_plan,
          "model_tuning": model_tuning_plan, "single": single_plan, "sources": sources_plan,
          "fewshot": fewshot_plan, "full": full_plan, "ranking": ranking_plan,
-         "deep": deep_plan}
+         "deep": deep_plan, "deep_long": deep_long_plan,
+         "model_tuning_long": model_tuning_long_plan}
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,31 +351,47 @@ def deep_table(results: dict[str, dict], seeds) -> str:
   return _starts_table(results, seeds, columns, (128, None))
 
 
+def deep_long_table(results: dict[str, dict], seeds) -> str:
+  """The whole splits: deep prompts of 20 and 100 rows, beside model tuning for 200 and
+  1,000 steps."""
+  columns = {label.replace("deep prompt", "deep prompt, 20 rows", 1):
+             _runs_of(deep_target_run, start) for start, label in DEEP_STARTS.items()}
+  columns.update({label: _runs_of(deep_long_target_run, start)
+                  for start, label in DEEP_LONG_STARTS.items()})
+  tuning = {"model tuning, 200 steps": model_tuning_run,
+            "model tuning, 1,000 steps": long_model_tuning_run}
+  return _starts_table(results, seeds, columns, (None,), tuning)
+
+
 def _runs_of(make_run, start: str):
   """(task, seed, shots) -> the Run of `start` that make_run (target_run, deep_target_run)
   makes."""
   return lambda task, seed, shots: make_run(task, seed, start, shots)
 
 
-def _starts_table(results: dict[str, dict], seeds, columns: dict, regimes) -> str:
-  """Target × regime rows, one column per start (label -> (task, seed, shots) -> Run), model
-  tuning beside the whole split; then each column's mean over targets, per regime."""
-  lines = ["| target | train examples | " + " | ".join(columns) + " | model tuning |",
-           "|---|---|" + "---|" * (len(columns) + 1)]
+def _starts_table(results: dict[str, dict], seeds, columns: dict, regimes,
+                  tuning: dict | None = None) -> str:
+  """Target × regime rows, one column per start (label -> (task, seed, shots) -> Run), then
+  model tuning's (label -> (task, seed) -> Run) beside the whole split; then each column's
+  mean over targets, per regime."""
+  tuning = tuning or {"model tuning": model_tuning_run}
+  lines = ["| target | train examples | " + " | ".join([*columns, *tuning]) + " |",
+           "|---|---|" + "---|" * (len(columns) + len(tuning))]
   for task in TARGETS:
     for shots in regimes:
       cells = [_cell(_scores(results, [run_of(task, s, shots) for s in seeds]), len(seeds))
                for run_of in columns.values()]
-      tuning = (_cell(_scores(results, [model_tuning_run(task, s) for s in seeds]), len(seeds))
-                if shots is None else "")
+      cells += [_cell(_scores(results, [run_of(task, s) for s in seeds]), len(seeds))
+                if shots is None else "" for run_of in tuning.values()]
       lines.append(f"| {task} | {'all' if shots is None else shots} | " + " | ".join(cells)
-                   + f" | {tuning} |")
+                   + " |")
   for shots in regimes:
     cells = [_mean_of_targets(results, seeds, lambda t, s: run_of(t, s, shots))
              for run_of in columns.values()]
-    tuning = _mean_of_targets(results, seeds, model_tuning_run) if shots is None else ""
+    cells += [_mean_of_targets(results, seeds, run_of) if shots is None else ""
+              for run_of in tuning.values()]
     lines.append(f"| mean of targets | {'all' if shots is None else shots} | "
-                 + " | ".join(cells) + f" | {tuning} |")
+                 + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -431,6 +482,7 @@ def majority(task: str) -> float:
 def tables(results: dict[str, dict], seeds) -> dict[str, str]:
   return {"transfer_results": main_table(results, seeds),
           "transfer_deep": deep_table(results, seeds),
+          "transfer_deep_long": deep_long_table(results, seeds),
           "transfer_sources": sources_table(results),
           "transfer_ranking": ranking_table(results, seeds[0]),
           "transfer_fewshot_rates": fewshot_rates_table(results, seeds[0])}

@@ -3,6 +3,7 @@ their keys, docs/methods.md and docs/data.md hold the tables its stored runs dra
 run sees a target's data, a few-shot run trains on exactly the first N train examples, and the
 ranking row is the hand-computed one."""
 
+import dataclasses
 import json
 import re
 
@@ -59,6 +60,21 @@ def test_deep_transfer_is_deep_from_source_to_target():
   assert {run.init for run, _ in targets if run.task == "wordnet_senses"} == {
       "class_labels", f"from_{tm.DEEP_SPOT}"}
   assert len({run.key() for run, _ in targets}) == len(tm.TARGETS) * 3 * 2 * 2
+
+
+def test_long_runs_differ_from_the_short_ones_only_in_length_and_steps():
+  (source, kept), *targets = tm.deep_long_plan([0, 1, 2])
+  assert kept == tm.DEEP_LONG_SPOT
+  assert source == dataclasses.replace(tm.source_run(tm.DEEP_SPOT), length=100)
+  short = {run.key() for run, kept in tm.deep_plan([0, 1, 2])
+           if run.train_examples is None and kept is None}
+  renamed = {dataclasses.replace(run, length=20, init=run.init.replace(
+      tm.DEEP_LONG_SPOT, tm.DEEP_SPOT)).key() for run, _ in targets}
+  assert renamed == short and len(targets) == len(renamed)
+  long_tuning = [run for run, _ in tm.model_tuning_long_plan([0, 1, 2])]
+  assert [dataclasses.replace(r, steps=200) for r in long_tuning] == [
+      run for run, _ in tm.model_tuning_plan([0, 1, 2])]
+  assert {r.steps for r in long_tuning} == {1000}
 
 
 def test_a_few_shot_run_trains_on_the_first_train_examples(tmp_path):
