@@ -99,14 +99,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFER_RESULTS = os.path.join(REPO, "benchmarks", "results", "transfer_methods")
 
 
-def _demo_model_with(prompt_gin: str):
-  """The model runs/cpu_demo.gin makes with `prompt_gin` after it."""
+def _demo_model_with(prompt_gin: str, *bindings: str):
+  """The model runs/cpu_demo.gin makes with `prompt_gin` and gin `bindings` after it."""
   import gin  # pylint: disable=import-outside-toplevel
   gin.clear_config()
   gin.add_config_file_search_path(os.path.join(REPO, "gin_configs"))
   try:
     gin.parse_config_files_and_bindings(["runs/cpu_demo.gin", prompt_gin],
-                                        ["MODEL_DIR = '/unused'"])
+                                        ["MODEL_DIR = '/unused'", *bindings])
     return gin.query_parameter("%MODEL").scoped_configurable_fn()
   finally:
     gin.clear_config()
@@ -145,15 +145,20 @@ def test_shipped_source_prompt_is_the_benchmarks_spot_prompt_and_starts_a_task()
     pretrained.mini_source_prompt_path(method="dept")
 
 
-def test_shipped_deep_source_prompt_is_the_benchmarks_and_serves_its_tasks():
-  """prompts/mini_deep_source.gin makes the deep prompt model starting every layer from the
-  shipped deep source, the transfer benchmark's deep_spot prompt, scoring what that run
-  stored."""
-  path = pretrained.mini_source_prompt_path(method="deep")
+@pytest.mark.parametrize("length, source", [(20, "deep_spot"), (100, "deep100_spot")])
+def test_shipped_deep_source_prompt_is_the_benchmarks_and_serves_its_tasks(length, source):
+  """prompts/mini_deep_source.gin at PROMPT_LENGTH `length` makes the deep prompt model
+  starting every layer from the shipped deep source of that length, the transfer benchmark's
+  `source` prompt, scoring what that run stored."""
+  path = pretrained.mini_source_prompt_path(method="deep", length=length)
   shipped = np.load(path)
-  assert shipped.shape == (4, 20, 256)
+  assert shipped.shape == (4, length, 256)
   np.testing.assert_array_equal(
-      shipped, np.load(os.path.join(TRANSFER_RESULTS, "prompts", "deep_spot.npy")))
-  model = _demo_model_with("prompts/mini_deep_source.gin")
-  _assert_scores_what_its_source_run_stored(model, path, "wordnet_topic_pos.deep.",
-                                            "wordnet_pos", inputs_length=64)
+      shipped, np.load(os.path.join(TRANSFER_RESULTS, "prompts", f"{source}.npy")))
+  model = _demo_model_with("prompts/mini_deep_source.gin", f"PROMPT_LENGTH = {length}")
+  assert model.prompt_length == length
+  _assert_scores_what_its_source_run_stored(
+      model, path, f"wordnet_topic_pos.deep.class_labels.p{length}.", "wordnet_pos",
+      inputs_length=64)
+  with pytest.raises(FileNotFoundError, match="of 50 rows for mixture 'wordnet_topic_pos'"):
+    pretrained.mini_source_prompt_path(method="deep", length=50)

@@ -59,19 +59,23 @@ def mini_vocabulary_path() -> str:
 
 
 @gin.configurable(module="prompt_tuning.pretrained")
-def mini_source_prompt_path(mixture: str = "wordnet_topic_pos", method: str = "plain") -> str:
+def mini_source_prompt_path(mixture: str = "wordnet_topic_pos", method: str = "plain",
+                            length: int = 20) -> str:
   """The mini T5's shipped source prompt trained on WordNet `mixture`, for PROMPT_FILE: the
   plain prompt [20, d_model] (prompts/mini_source.gin), or with method='deep' the deep
-  prompt [encoder layers, 20, d_model] of methods/deep.gin (prompts/mini_deep_source.gin)."""
+  prompt [encoder layers, length, d_model] of methods/deep.gin, 20 or 100 rows
+  (prompts/mini_deep_source.gin, which passes PROMPT_LENGTH)."""
   suffixes = {"plain": "", "deep": ".deep"}
   if method not in suffixes:
     raise ValueError(f"No shipped source prompt of method {method!r}; use one of "
                      f"{sorted(suffixes)}.")
-  path = os.path.join(MINI_PROMPTS_DIR, f"{mixture}{suffixes[method]}.npy")
+  name = f"{mixture}{suffixes[method]}{'' if length == 20 else length}"
+  path = os.path.join(MINI_PROMPTS_DIR, f"{name}.npy")
   if not os.path.isfile(path):
     shipped = sorted(n[:-len(".npy")] for n in os.listdir(MINI_PROMPTS_DIR) if n.endswith(".npy"))
-    raise FileNotFoundError(f"No shipped {method} source prompt for mixture {mixture!r}; the "
-                            f"mini T5 has {shipped}.")
+    raise FileNotFoundError(f"No shipped {method} source prompt of {length} rows for mixture "
+                            f"{mixture!r}; the mini T5 has {shipped} (a name's number is its "
+                            "rows, 20 without one).")
   return path
 
 
